@@ -1,0 +1,7 @@
+"""Model registry and architectures. Importing this package registers every architecture."""
+
+from geoseg.models import smp_models  # noqa: F401  (registers unet, deeplabv3plus)
+from geoseg.models.base import SegModel
+from geoseg.models.registry import create, get_model_class, list_models, register
+
+__all__ = ["SegModel", "create", "get_model_class", "list_models", "register"]
