@@ -59,11 +59,11 @@ class GridBox:
         c0, c1, _ = cols.indices(self.width)
         if r1 <= r0 or c1 <= c0:
             raise GridError(f"empty window [{r0}:{r1}, {c0}:{c1}] of a {self.shape} grid")
-        return GridBox(r1 - r0, c1 - c0, self.transform * Affine.translation(c0, r0), self.crs)
+        return GridBox(r1 - r0, c1 - c0, self.transform @ Affine.translation(c0, r0), self.crs)
 
     def window(self, r0: int, r1: int, c0: int, c1: int) -> GridBox:
         """Sub-grid of rows r0:r1, cols c0:c1; may extend past the grid (for halos)."""
-        return GridBox(r1 - r0, c1 - c0, self.transform * Affine.translation(c0, r0), self.crs)
+        return GridBox(r1 - r0, c1 - c0, self.transform @ Affine.translation(c0, r0), self.crs)
 
     def chunks(self, size: int) -> Iterator[tuple[int, int, int, int]]:
         """Row-major (r0, r1, c0, c1) chunk windows of at most ``size`` pixels per side."""

@@ -1,0 +1,193 @@
+"""Tiled, seamless, resumable prediction of a scene into a tile store, on Dask.
+
+Per output chunk two tasks run: ``accumulate`` (the heavy one: read the chunk's tiles with every
+modality, normalise, batch, run the model, softmax, weight by the blend window) and ``finish``
+(add the contributions of neighbouring chunks whose tiles reach in, normalise, argmax, write the
+chunk to the tile store). Memory is O(workers x chunk) whatever the scene size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from geoseg.area import row_pixel_areas
+from geoseg.engine import Engine
+from geoseg.scene import Scene
+from geoseg.store import NODATA, TileStore
+from geoseg.tiling import TilePlan
+
+log = logging.getLogger(__name__)
+
+Piece = tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]  # (slices in core, acc, valid)
+
+
+@dataclass
+class ChunkJob:
+    """Everything a chunk task needs; picklable (paths, not handles), except the engine."""
+
+    scene: Scene
+    plan: TilePlan
+    batch: int
+    class_ids: np.ndarray
+    probabilities: bool
+    windows: dict[tuple[bool, bool, bool, bool], np.ndarray] = field(default_factory=dict)
+
+    def window(self, r: int, c: int) -> np.ndarray:
+        p = self.plan
+        key = (r == 0, r + p.tile_h >= p.height, c == 0, c + p.tile_w >= p.width)
+        if key not in self.windows:
+            self.windows[key] = p.window(r, c)
+        return self.windows[key]
+
+
+def accumulate(job: ChunkJob, engine: Engine, index: tuple[int, int]) -> dict[tuple, Piece]:
+    """Run the tiles owned by chunk ``index``; split the weighted sums per receiving chunk."""
+    plan, timer = job.plan, engine.timer
+    ch = plan.chunks[index]
+    if ch.region is None:
+        return {}
+    ra0, ra1, ca0, ca1 = ch.region
+    with timer.clock("read"):
+        arrays, valid = job.scene.read(ra0, ra1, ca0, ca1)
+    k, th, tw = engine.num_classes, plan.tile_h, plan.tile_w
+    acc = np.zeros((k + 1, ra1 - ra0, ca1 - ca0), np.float32)
+    todo = [(r, c) for r, c in ch.tiles if valid[r - ra0 : r - ra0 + th, c - ca0 : c - ca0 + tw].any()]
+    if todo:
+        with timer.clock("normalise"):
+            norm = engine.normalise(arrays, valid)
+        del arrays
+        for b0 in range(0, len(todo), job.batch):
+            tiles = todo[b0 : b0 + job.batch]
+            with timer.clock("cut"):
+                x = {
+                    name: np.stack([a[:, r - ra0 : r - ra0 + th, c - ca0 : c - ca0 + tw]
+                                    for r, c in tiles])
+                    for name, a in norm.items()
+                }  # fmt: skip
+            with timer.clock("model"):
+                probs = engine.probabilities(x)
+            with timer.clock("blend"):
+                for (r, c), p in zip(tiles, probs, strict=True):
+                    w = job.window(r, c)
+                    sl = (slice(r - ra0, r - ra0 + th), slice(c - ca0, c - ca0 + tw))
+                    acc[(slice(0, k), *sl)] += p * w
+                    acc[(k, *sl)] += w
+        timer.add("tiles", len(todo))
+    timer.add("tiles_skipped_nodata", len(ch.tiles) - len(todo))
+    pieces: dict[tuple, Piece] = {}
+    for dst in receivers(plan, index):
+        r0, r1, c0, c1 = plan.chunks[dst].core
+        a0, a1, b0, b1 = max(r0, ra0), min(r1, ra1), max(c0, ca0), min(c1, ca1)
+        if a0 >= a1 or b0 >= b1:
+            continue
+        src = (slice(a0 - ra0, a1 - ra0), slice(b0 - ca0, b1 - ca0))
+        pieces[dst] = (
+            (a0 - r0, a1 - r0, b0 - c0, b1 - c0),
+            acc[(slice(None), *src)].copy(),
+            valid[src].copy(),
+        )
+    return pieces
+
+
+def receivers(plan: TilePlan, index: tuple[int, int]) -> list[tuple[int, int]]:
+    """Chunks whose cores the tiles of chunk ``index`` reach (itself included)."""
+    ch = plan.chunks[index]
+    if ch.region is None:
+        return []
+    ra0, ra1, ca0, ca1 = ch.region
+    c = plan.chunk
+    return [
+        (i, j)
+        for i in range(ra0 // c, (ra1 - 1) // c + 1)
+        for j in range(ca0 // c, (ca1 - 1) // c + 1)
+    ]
+
+
+def finish(
+    job: ChunkJob, store: TileStore, index: tuple[int, int], *pieces: Piece | None
+) -> dict[str, Any]:
+    """Blend the contributions to chunk ``index``, argmax, persist it; return its statistics."""
+    r0, r1, c0, c1 = job.plan.chunks[index].core
+    k = len(job.class_ids)
+    acc = np.zeros((k + 1, r1 - r0, c1 - c0), np.float32)
+    valid = np.zeros((r1 - r0, c1 - c0), bool)
+    for (a0, a1, b0, b1), part, v in filter(None, pieces):
+        acc[:, a0:a1, b0:b1] += part
+        valid[a0:a1, b0:b1] = v
+    weight = acc[k]
+    valid &= weight > 0
+    probs = acc[:k] / np.where(weight > 0, weight, 1.0)
+    best = probs.argmax(axis=0)
+    classes = np.where(valid, job.class_ids[best], NODATA).astype(np.uint8)
+    conf = np.where(valid, np.rint(probs.max(axis=0) * 254), NODATA).astype(np.uint8)
+    qprobs = None
+    if job.probabilities:
+        qprobs = np.where(valid[None], np.rint(probs * 254), NODATA).astype(np.uint8)
+    stats = chunk_stats(job, index, classes)
+    store.write_chunk(index, (r0, r1, c0, c1), classes, conf, qprobs, stats)
+    return stats
+
+
+def chunk_stats(job: ChunkJob, index: tuple[int, int], classes: np.ndarray) -> dict[str, Any]:
+    """Per-class pixel counts and ground areas (m²) of one finished chunk."""
+    r0, r1, c0, c1 = job.plan.chunks[index].core
+    valid = classes != NODATA
+    out: dict[str, Any] = {"valid_pixels": int(valid.sum()), "pixels": {}, "area_m2": {}}
+    if not valid.any():
+        return out
+    areas = row_pixel_areas(job.scene.grid.window(r0, r1, c0, c1))
+    for cid in np.unique(classes[valid]):
+        per_row = (classes == cid).sum(axis=1)
+        out["pixels"][str(int(cid))] = int(per_row.sum())
+        out["area_m2"][str(int(cid))] = float(per_row @ areas)
+    return out
+
+
+def build_graph(
+    job: ChunkJob, engine: Engine, store: TileStore, pending: list[tuple[int, int]]
+) -> tuple[dict, list]:
+    """Dask graph computing the ``pending`` chunks; returns (graph, keys of finish tasks)."""
+    plan = job.plan
+    needed = sorted({src for dst in pending for src in plan.contributors(dst)})
+    graph: dict = {}
+    for src in needed:
+        graph[("accumulate", *src)] = (accumulate, job, engine, src)
+    finals = []
+    for dst in pending:
+        parts = []
+        for src in plan.contributors(dst):
+            key = ("piece", *src, *dst)
+            graph[key] = (_piece, ("accumulate", *src), dst)
+            parts.append(key)
+        graph[("finish", *dst)] = (finish, job, store, dst, *parts)
+        finals.append(("finish", *dst))
+    return graph, finals
+
+
+def _piece(pieces: dict, dst: tuple[int, int]) -> Piece | None:
+    return pieces.get(dst)
+
+
+def run_graph(
+    graph: dict, keys: list, workers: int, on_done: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
+    """Execute with Dask's threaded scheduler (torch releases the GIL in the model)."""
+    import dask.threaded
+    from dask.callbacks import Callback
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, id):  # noqa: ANN001, A002
+            if on_done is not None and isinstance(key, tuple) and key[0] == "finish":
+                on_done()
+
+    with _Progress():
+        return dask.threaded.get(graph, keys, num_workers=workers)
+
+
+__all__ = ["ChunkJob", "accumulate", "build_graph", "finish", "run_graph"]

@@ -1,0 +1,116 @@
+"""Tiled prediction equals whole-image prediction; chunking and workers change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from geoseg.bundle import load_bundle, save_bundle
+from geoseg.card import ModalityCard, ModelCard, default_classes
+from geoseg.engine import Engine
+from geoseg.models import SegModel, register
+from geoseg.predict import ChunkJob, build_graph, run_graph
+from geoseg.scene import Scene
+from geoseg.store import TileStore
+from geoseg.tiling import TilePlan
+
+from .conftest import RGB
+
+
+@register("test-convstack")
+class ConvStack(SegModel):
+    """Fully convolutional 3-layer stack, receptive radius 3 px (test model)."""
+
+    size_multiple = 1
+
+    def __init__(self, modalities: Mapping[str, int], num_classes: int, args) -> None:  # noqa: ANN001
+        super().__init__(modalities, num_classes, args)
+        self.net = nn.Sequential(
+            nn.Conv2d(self.in_channels, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, num_classes, 3, padding=1),
+        )  # fmt: skip
+
+    @property
+    def halo(self) -> int:
+        return 3
+
+    def _forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        return self.net(self.stack(inputs))
+
+
+@pytest.fixture(scope="module")
+def convstack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    model = ConvStack({"image": 3}, 4, ConvStack.Args())
+    with torch.no_grad():  # make classes compete so argmax is not trivially constant
+        model.net[-1].weight.mul_(8)
+    card = ModelCard(architecture="test-convstack",
+                     modalities={"image": ModalityCard(bands=["r", "g", "b"], mean=[60] * 3,
+                                                       std=[50] * 3)},
+                     classes=default_classes(4), tile_size=128, halo=3)  # fmt: skip
+    return save_bundle(model, card, tmp_path_factory.mktemp("b") / "convstack")
+
+
+def run_tiled(bundle: Path, scene: Scene, tile: int, overlap: int, chunk: int, root: Path,
+              workers: int = 1, batch: int = 4):  # noqa: ANN201  # fmt: skip
+    b = load_bundle(bundle)
+    engine = Engine(b)
+    plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, chunk)
+    job = ChunkJob(scene, plan, batch, np.array([c.id for c in b.card.classes], np.uint8), True)
+    store = TileStore.create(root, scene.grid.shape, chunk, b.card.num_classes, True, {})
+    graph, keys = build_graph(job, engine, store, list(plan.chunks))
+    run_graph(graph, keys, workers)
+    h, w = scene.grid.shape
+    return store.reader("classes")(0, h, 0, w)[0], store.reader("probabilities")(0, h, 0, w)
+
+
+def whole_image(bundle: Path, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    engine = Engine(load_bundle(bundle))
+    arrays, valid = scene.read(0, scene.grid.height, 0, scene.grid.width)
+    x = engine.normalise(arrays, valid)
+    probs = engine.probabilities({k: v[None] for k, v in x.items()})[0]
+    return probs.argmax(0), probs, valid
+
+
+@pytest.mark.parametrize("tile,overlap", [(64, 16), (128, 32), (200, 24)])
+def test_tiled_equals_whole_image_convstack(convstack: Path, tmp_path: Path, tile: int,
+                                            overlap: int) -> None:  # fmt: skip
+    scene = Scene.open({"image": RGB})
+    ref, ref_p, valid = whole_image(convstack, scene)
+    cls, probs = run_tiled(convstack, scene, tile, overlap, 300, tmp_path / "s")
+    assert (cls[valid] == ref[valid]).mean() >= 0.999
+    # quantised probabilities (x/254) agree within quantisation + blending of border pixels
+    diff = np.abs(probs[:, valid].astype(float) / 254 - ref_p[:, valid])
+    assert np.quantile(diff, 0.999) < 0.01
+    assert diff.max() < 0.05
+
+
+def test_tiled_equals_whole_image_unet(unet_rgb: Path, tmp_path: Path) -> None:
+    scene = Scene.open({"image": RGB})
+    ref, _, valid = whole_image(unet_rgb, scene)
+    cls, _ = run_tiled(unet_rgb, scene, 256, 64, 400, tmp_path / "s")
+    assert (cls[valid] == ref[valid]).mean() >= 0.999
+
+
+def test_chunk_size_and_workers_do_not_change_the_result(unet_rgb: Path, tmp_path: Path) -> None:
+    scene = Scene.open({"image": RGB})
+    base, base_p = run_tiled(unet_rgb, scene, 256, 32, 2048, tmp_path / "a")
+    for i, (chunk, workers, batch) in enumerate([(100, 2, 3), (333, 1, 4), (250, 2, 1)]):
+        cls, probs = run_tiled(unet_rgb, scene, 256, 32, chunk, tmp_path / f"c{i}", workers, batch)
+        np.testing.assert_array_equal(cls, base)
+        assert np.abs(probs.astype(int) - base_p).max() <= 1
+
+
+def test_nodata_collar_is_nodata_everywhere(unet_rgb: Path, tmp_path: Path) -> None:
+    scene = Scene.open({"image": RGB})
+    _, valid = scene.read(0, scene.grid.height, 0, scene.grid.width)
+    assert 0.3 < 1 - valid.mean() < 0.35  # the 32.5 % collar
+    cls, probs = run_tiled(unet_rgb, scene, 256, 32, 300, tmp_path / "s")
+    assert (cls[~valid] == 255).all() and (cls[valid] != 255).all()
+    assert (probs[:, ~valid] == 255).all()
