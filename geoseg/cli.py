@@ -117,12 +117,14 @@ def model_list() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tile", type=int, default=512, show_default=True)
 @click.option("--stats-from", default=None, help="Raster to compute per-band normalisation from.")
+@click.option("--stats-bands", default=None, help="Bands of --stats-from to use, e.g. 3,2,1.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Bundle folder to write.")
 def model_init(arch: str, bands: int, classes: int, modality: tuple[str, ...], encoder: str | None,
                args: tuple[str, ...], seed: int, tile: int, stats_from: str | None,
-               output: str) -> None:  # fmt: skip
+               stats_bands: str | None, output: str) -> None:  # fmt: skip
     """Write an untrained bundle of ARCH (random weights from torch.manual_seed(SEED))."""
     from geoseg.init import init_bundle
+    from geoseg.scene import parse_band_spec
 
     extra = {k: int(v) for k, v in _pairs(modality, "--modality").items()}
     kwargs = {}
@@ -134,7 +136,8 @@ def model_init(arch: str, bands: int, classes: int, modality: tuple[str, ...], e
     if encoder:
         kwargs["encoder"] = encoder
     path = init_bundle(arch, {"image": bands, **extra}, classes, kwargs, seed=seed, tile=tile,
-                       stats_from=stats_from, output=output)  # fmt: skip
+                       stats_from=stats_from, stats_bands=parse_band_spec(stats_bands),
+                       output=output)  # fmt: skip
     click.echo(f"wrote untrained {arch} bundle to {path}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ def init_bundle(
     seed: int = 0,
     tile: int = 512,
     stats_from: str | Path | Mapping[str, str | Path] | None = None,
+    stats_bands: Sequence[int | str] | None = None,
     output: str | Path,
 ) -> Path:
     """Build ``arch`` with random weights (``torch.manual_seed(seed)`` right before) and save it."""
@@ -34,7 +35,8 @@ def init_bundle(
     stats: dict[str, tuple[list[float], list[float]]] = {}
     if stats_from is not None:
         sources = {"image": stats_from} if isinstance(stats_from, str | Path) else stats_from
-        stats = band_stats(Scene.open(dict(sources)))
+        bands = {"image": stats_bands} if stats_bands else None
+        stats = band_stats(Scene.open(dict(sources), bands=bands))
     torch.manual_seed(seed)
     model = create(arch, dict(modalities), num_classes, **arguments)
     cards = {}

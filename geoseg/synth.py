@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
 
 
 def mosaic_scene(source: str | Path, out: str | Path, size: int, block: int = 512) -> Path:

@@ -1,0 +1,199 @@
+"""Predictor benchmark: wall time, Mpx/s, peak RSS, pipeline efficiency, hand-written loop.
+
+Usage: python benchmarks/predict.py [--sizes 2048 4096 8192 16384] [--work DIR]
+Prints a table and writes benchmarks/results/predict.json. Every measured run is a fresh
+subprocess so peak RSS is its own. Ratios are taken within one run (machines are noisy).
+
+pipeline efficiency = model-only forward time on exactly the batches the plan runs
+                      / end-to-end wall time of `geoseg predict` (COG + vector writing included)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "tests" / "data" / "olinda" / "L7_ETMs.tif"  # real Landsat 7, no nodata
+BANDS = "3,2,1"
+
+
+def child(argv: list[str]) -> None:
+    """Run one measurement in this process and print JSON (wall, peak RSS)."""
+    kind, *rest = argv
+    t0 = time.perf_counter()
+    if kind == "geoseg":
+        scene, bundle, out, tiles, chunk, workers, batch = rest
+        from geoseg.runner import PredictOptions, predict
+
+        report = predict(scene, bundle, out, options=PredictOptions(
+            bands=[3, 2, 1], chunk=int(chunk), workers=int(workers), batch=int(batch),
+            overwrite=True, progress=False, tiles_dir=Path(tiles)))  # fmt: skip
+        extra = {"report": {k: report[k] for k in ("overlap_factor", "chunks", "timings_s")}}
+    elif kind == "model_only":
+        scene, bundle, chunk, batch, threads = rest
+        extra = model_only(scene, bundle, int(chunk), int(batch), int(threads))
+    elif kind == "handloop":
+        scene, bundle, out, threads = rest
+        extra = hand_loop(scene, bundle, out, int(threads))
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
+    print(json.dumps({"wall_s": wall, "peak_rss_mib": rss, **extra}))
+
+
+def model_only(scene: str, bundle: str, chunk: int, batch: int, threads: int) -> dict:
+    """Forward time of the model alone on the plan's exact batch sizes (no I/O, no blending)."""
+    import rasterio
+    import torch
+
+    from geoseg.bundle import load_bundle, read_card
+    from geoseg.tiling import TilePlan
+
+    torch.set_num_threads(threads)
+    card = read_card(bundle)
+    model = load_bundle(bundle).model
+    with rasterio.open(scene) as ds:
+        h, w = ds.shape
+    plan = TilePlan(h, w, card.tile_size, min(card.halo, card.tile_size // 4), chunk)
+    sizes = [min(batch, len(ch.tiles) - i) for ch in plan.chunks.values()
+             for i in range(0, len(ch.tiles), batch)]  # fmt: skip
+    x = {m: torch.randn(batch, len(c.bands), plan.tile_h, plan.tile_w)
+         for m, c in card.modalities.items()}  # fmt: skip
+    with torch.inference_mode():
+        model({k: v[:1] for k, v in x.items()})  # warm-up
+        t0 = time.perf_counter()
+        for n in sizes:
+            model({k: v[:n] for k, v in x.items()})
+        dt = time.perf_counter() - t0
+    return {"model_s": dt, "tiles": sum(sizes), "overlap_factor": plan.overlap_factor}
+
+
+def hand_loop(scene: str, bundle: str, out: str, threads: int) -> dict:
+    """What users write by hand: overlapping rasterio windows -> model -> argmax -> centres.
+
+    Batch 1, same tile/overlap and normalisation as geoseg, output a tiled GeoTIFF (no COG,
+    no vectors, no nodata handling, no resume).
+    """
+    import numpy as np
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+
+    from geoseg.bundle import load_bundle
+
+    torch.set_num_threads(threads)
+    b = load_bundle(bundle)
+    card, model = b.card, b.model
+    mean = np.array(card.modalities["image"].mean, np.float32)[:, None, None]
+    std = np.array(card.modalities["image"].std, np.float32)[:, None, None]
+    tile = card.tile_size
+    ov = min(card.halo, tile // 4)
+    step = tile - ov
+    tiles = 0
+    with rasterio.open(scene) as src:
+        h, w = src.shape
+        prof = {"driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8",
+                "crs": src.crs, "transform": src.transform, "tiled": True, "compress": "deflate",
+                "BIGTIFF": "IF_SAFER"}  # fmt: skip
+        with rasterio.open(out, "w", **prof) as dst, torch.inference_mode():
+            for r in range(0, h, step):
+                r = min(r, max(h - tile, 0))
+                for c in range(0, w, step):
+                    c = min(c, max(w - tile, 0))
+                    win = Window(c, r, min(tile, w - c), min(tile, h - r))
+                    x = (src.read([3, 2, 1], window=win).astype(np.float32) - mean) / std
+                    pred = model({"image": torch.from_numpy(x)[None]}).argmax(1)[0].numpy()
+                    tiles += 1
+                    top = 0 if r == 0 else ov // 2
+                    left = 0 if c == 0 else ov // 2
+                    core = pred[top:, left:].astype(np.uint8)
+                    dst.write(core[None], window=Window(c + left, r + top, core.shape[1],
+                                                        core.shape[0]))  # fmt: skip
+                    if c + tile >= w:
+                        break
+                if r + tile >= h:
+                    break
+    return {"tiles": tiles}
+
+
+def measure(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed: {args}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+    ap.add_argument("--compare-sizes", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench")
+    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict.json")
+    a = ap.parse_args()
+    from geoseg.init import init_bundle
+    from geoseg.runtime import available_cores
+    from geoseg.synth import mosaic_scene
+
+    cores = available_cores()
+    a.work.mkdir(parents=True, exist_ok=True)
+    bundles = {
+        "unet-r18": init_bundle("unet", {"image": 3}, 6, {"encoder": "resnet18"}, seed=0,
+                                tile=512, stats_from=SOURCE, stats_bands=[3, 2, 1], output=a.work / "unet-r18"),
+        "tinycnn": init_bundle("tinycnn", {"image": 3}, 6, seed=0, tile=512,
+                               stats_from=SOURCE, stats_bands=[3, 2, 1], output=a.work / "tinycnn"),
+    }  # fmt: skip
+    results: dict = {"cores": cores, "chunk": a.chunk, "batch": a.batch, "runs": []}
+    for size in sorted(set(a.sizes) | set(a.compare_sizes)):
+        scene = a.work / f"scene_{size}.tif"
+        if not scene.exists():
+            mosaic_scene(SOURCE, scene, size)
+        models = ["unet-r18"] + (["tinycnn"] if size in a.compare_sizes else [])
+        for mname in models:
+            if size not in a.sizes and mname == "unet-r18" and size not in a.compare_sizes:
+                continue
+            b = str(bundles[mname])
+            row: dict = {"size": size, "model": mname, "mpx": size * size / 1e6}
+            for workers in ([1, 2] if size in a.compare_sizes else [2]):
+                g = measure("geoseg", str(scene), b, str(a.work / f"out_{size}_{mname}"),
+                            str(a.work / "tiles"), str(a.chunk), str(workers), str(a.batch))
+                row[f"geoseg_w{workers}"] = g
+            best = min((k for k in row if k.startswith("geoseg_w")), key=lambda k: row[k]["wall_s"])
+            g = row[best]
+            m = measure("model_only", str(scene), b, str(a.chunk), str(a.batch), str(cores))
+            row["model_only"] = m
+            row["best"] = best
+            row["efficiency"] = m["model_s"] / g["wall_s"]
+            row["mpx_per_s"] = row["mpx"] / g["wall_s"]
+            if size in a.compare_sizes:
+                hl = measure("handloop", str(scene), b, str(a.work / f"hand_{size}.tif"), str(cores))
+                row["hand_loop"] = hl
+                row["speedup_vs_hand_loop"] = hl["wall_s"] / g["wall_s"]
+            results["runs"].append(row)
+            print(f"{size:>6}² {mname:9s} wall {g['wall_s']:7.1f}s  {row['mpx_per_s']:6.2f} Mpx/s  "
+                  f"rss {g['peak_rss_mib']:7.0f} MiB  eff {row['efficiency']:.2f}  "
+                  f"overlap {m['overlap_factor']:.3f}"
+                  + (f"  hand-loop {row['hand_loop']['wall_s']:.1f}s "
+                     f"(x{row['speedup_vs_hand_loop']:.2f})" if "hand_loop" in row else ""),
+                  flush=True)  # fmt: skip
+    rss = {r["size"]: r[r["best"]]["peak_rss_mib"] for r in results["runs"] if r["model"] == "unet-r18"}
+    if 4096 in rss and max(rss) > 4096:
+        results["rss_ratio_largest_vs_4096"] = rss[max(rss)] / rss[4096]
+        print(f"peak RSS {max(rss)}² / 4096²: {results['rss_ratio_largest_vs_4096']:.2f}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+    else:
+        main()
