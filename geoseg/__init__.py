@@ -1,3 +1,5 @@
 """geoseg: semantic segmentation of huge remote-sensing scenes."""
 
 __version__ = "0.1.0"
+
+from geoseg import accessor as _accessor  # noqa: E402, F401  (registers the .geoseg accessor)

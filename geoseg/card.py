@@ -9,6 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from geoseg.config import StrictModel
 
+#: class-id value of nodata pixels in every uint8 output
+NODATA = 255
+
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 

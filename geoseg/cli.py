@@ -57,6 +57,8 @@ def cli(verbose: bool) -> None:
               help="Continue from finished chunks of the same run.")
 @click.option("--overwrite", is_flag=True, help="Recompute even if the run is finished.")
 @click.option("--tiles-dir", default="tiles", show_default=True, help="Tile store workspace.")
+@click.option("--scheduler", default=None,
+              help='Dask scheduler address tcp://HOST:PORT, or "local" for a LocalCluster.')
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def predict(image: str, model: str, out: str, modality: tuple[str, ...],
             modality_bands: tuple[str, ...], bands: str | None, **kw: object) -> None:  # fmt: skip

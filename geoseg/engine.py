@@ -51,12 +51,11 @@ def resolve_device(device: str) -> torch.device:
 class Engine:
     """Normalisation + batched forward + softmax for one bundle on one device."""
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", timer: StageTimer | None = None):
+    def __init__(self, bundle: Bundle, device: str = "cpu"):
         self.bundle = bundle
         self.card = bundle.card
         self.device = resolve_device(device)
         self.model = bundle.model.to(self.device).eval()
-        self.timer = timer or StageTimer()
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)

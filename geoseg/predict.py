@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.area import row_pixel_areas
-from geoseg.engine import Engine
+from geoseg.cluster import EngineSpec, engine_for, run_threads
+from geoseg.engine import Engine, StageTimer
 from geoseg.scene import Scene
 from geoseg.store import NODATA, TileStore
 from geoseg.tiling import TilePlan
@@ -46,12 +47,18 @@ class ChunkJob:
         return self.windows[key]
 
 
-def accumulate(job: ChunkJob, engine: Engine, index: tuple[int, int]) -> dict[tuple, Piece]:
-    """Run the tiles owned by chunk ``index``; split the weighted sums per receiving chunk."""
-    plan, timer = job.plan, engine.timer
+def accumulate(
+    job: ChunkJob, engine: Engine | EngineSpec, index: tuple[int, int]
+) -> dict[str, Any]:
+    """Run the tiles owned by chunk ``index``; split the weighted sums per receiving chunk.
+
+    Returns ``{"pieces": {receiver: Piece}, "timing": {stage: seconds or count}}``.
+    """
+    plan, timer = job.plan, StageTimer()
+    engine = engine_for(engine)
     ch = plan.chunks[index]
     if ch.region is None:
-        return {}
+        return {"pieces": {}, "timing": {}}
     ra0, ra1, ca0, ca1 = ch.region
     with timer.clock("read"):
         arrays, valid = job.scene.read(ra0, ra1, ca0, ca1)
@@ -92,7 +99,7 @@ def accumulate(job: ChunkJob, engine: Engine, index: tuple[int, int]) -> dict[tu
             acc[(slice(None), *src)].copy(),
             valid[src].copy(),
         )
-    return pieces
+    return {"pieces": pieces, "timing": dict(timer.seconds)}
 
 
 def receivers(plan: TilePlan, index: tuple[int, int]) -> list[tuple[int, int]]:
@@ -109,10 +116,13 @@ def receivers(plan: TilePlan, index: tuple[int, int]) -> list[tuple[int, int]]:
     ]
 
 
-def finish(
-    job: ChunkJob, store: TileStore, index: tuple[int, int], *pieces: Piece | None
-) -> dict[str, Any]:
-    """Blend the contributions to chunk ``index``, argmax, persist it; return its statistics."""
+def blend(
+    job: ChunkJob, index: tuple[int, int], *pieces: Piece | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Blend the contributions to chunk ``index``: class ids, confidence, probabilities (uint8).
+
+    Confidence and probabilities are quantised as round(p x 254); 255 marks nodata everywhere.
+    """
     r0, r1, c0, c1 = job.plan.chunks[index].core
     k = len(job.class_ids)
     acc = np.zeros((k + 1, r1 - r0, c1 - c0), np.float32)
@@ -129,8 +139,16 @@ def finish(
     qprobs = None
     if job.probabilities:
         qprobs = np.where(valid[None], np.rint(probs * 254), NODATA).astype(np.uint8)
+    return classes, conf, qprobs
+
+
+def finish(
+    job: ChunkJob, store: TileStore, index: tuple[int, int], *pieces: Piece | None
+) -> dict[str, Any]:
+    """Blend chunk ``index``, persist it in the tile store; return its statistics."""
+    classes, conf, qprobs = blend(job, index, *pieces)
     stats = chunk_stats(job, index, classes)
-    store.write_chunk(index, (r0, r1, c0, c1), classes, conf, qprobs, stats)
+    store.write_chunk(index, job.plan.chunks[index].core, classes, conf, qprobs, stats)
     return stats
 
 
@@ -150,14 +168,22 @@ def chunk_stats(job: ChunkJob, index: tuple[int, int], classes: np.ndarray) -> d
 
 
 def build_graph(
-    job: ChunkJob, engine: Engine, store: TileStore, pending: list[tuple[int, int]]
+    job: ChunkJob, engine: Engine | EngineSpec, store: TileStore, pending: list[tuple[int, int]]
 ) -> tuple[dict, list]:
-    """Dask graph computing the ``pending`` chunks; returns (graph, keys of finish tasks)."""
+    """Dask graph computing the ``pending`` chunks.
+
+    Returns the graph and its output keys: one ``finish`` per pending chunk (its statistics),
+    then one ``timing`` per accumulate task (seconds per stage).
+    """
     plan = job.plan
     needed = sorted({src for dst in pending for src in plan.contributors(dst)})
-    graph: dict = {}
+    # job, engine and store appear once in the graph (shipped once per worker, not per task)
+    graph: dict = {"geoseg-job": job, "geoseg-engine": engine, "geoseg-store": store}
+    timings = []
     for src in needed:
-        graph[("accumulate", *src)] = (accumulate, job, engine, src)
+        graph[("accumulate", *src)] = (accumulate, "geoseg-job", "geoseg-engine", src)
+        graph[("timing", *src)] = (_timing, ("accumulate", *src))
+        timings.append(("timing", *src))
     finals = []
     for dst in pending:
         parts = []
@@ -165,29 +191,23 @@ def build_graph(
             key = ("piece", *src, *dst)
             graph[key] = (_piece, ("accumulate", *src), dst)
             parts.append(key)
-        graph[("finish", *dst)] = (finish, job, store, dst, *parts)
+        graph[("finish", *dst)] = (finish, "geoseg-job", "geoseg-store", dst, *parts)
         finals.append(("finish", *dst))
-    return graph, finals
+    return graph, finals + timings
 
 
-def _piece(pieces: dict, dst: tuple[int, int]) -> Piece | None:
-    return pieces.get(dst)
+def _piece(result: dict[str, Any], dst: tuple[int, int]) -> Piece | None:
+    return result["pieces"].get(dst)
 
 
-def run_graph(
-    graph: dict, keys: list, workers: int, on_done: Callable[[], None] | None = None
-) -> list[dict[str, Any]]:
-    """Execute with Dask's threaded scheduler (torch releases the GIL in the model)."""
-    import dask.threaded
-    from dask.callbacks import Callback
+def _timing(result: dict[str, Any]) -> dict[str, float]:
+    return result["timing"]
 
-    class _Progress(Callback):
-        def _posttask(self, key, result, dsk, state, id):  # noqa: ANN001, A002
-            if on_done is not None and isinstance(key, tuple) and key[0] == "finish":
-                on_done()
 
-    with _Progress():
-        return dask.threaded.get(graph, keys, num_workers=workers)
+def run_graph(graph: dict, keys: list, workers: int,
+              on_done: Callable[[Any], None] | None = None) -> list:  # fmt: skip
+    """Run in this process with Dask's threaded scheduler (see geoseg.cluster for others)."""
+    return run_threads(graph, keys, workers, on_done)
 
 
 __all__ = ["ChunkJob", "accumulate", "build_graph", "finish", "run_graph"]

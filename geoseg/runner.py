@@ -53,6 +53,9 @@ class PredictOptions(StrictModel):
     overwrite: bool = False
     tiles_dir: Path = Path("tiles")
     progress: bool = True
+    scheduler: str | None = Field(
+        None, description='Dask scheduler address (tcp://host:port), or "local" for a '
+        "LocalCluster of worker processes; default: threads in this process")
 
 
 def open_scene_for(card: ModelCard, image: str | Path, modalities: Mapping[str, str | Path],
@@ -112,13 +115,17 @@ def check_writable(out_dir: Path) -> None:
 
 
 def output_paths(out_dir: Path, stem: str, opts: PredictOptions) -> dict[str, Path]:
-    paths = {"classes": out_dir / f"{stem}_classes.tif", "report": out_dir / f"{stem}_report.json"}
+    paths = {"classes": out_dir / f"{stem}_classes.tif",
+             "classes_style": out_dir / f"{stem}_classes.qml",
+             "quicklook": out_dir / f"{stem}_quicklook.png",
+             "report": out_dir / f"{stem}_report.json"}  # fmt: skip
     if opts.confidence:
         paths["confidence"] = out_dir / f"{stem}_confidence.tif"
     if opts.probabilities:
         paths["probabilities"] = out_dir / f"{stem}_probabilities.tif"
     if opts.vector != "none":
         paths["vectors"] = out_dir / f"{stem}_polygons{VECTOR_EXT[opts.vector]}"
+        paths["vectors_style"] = out_dir / f"{stem}_polygons.qml"
     return paths
 
 
@@ -150,7 +157,7 @@ def predict(
         return json.loads(paths["report"].read_text())
     workers, threads = plan_threads(opts.workers)
     torch.set_num_threads(threads)
-    store_root = Path(opts.tiles_dir) / rid
+    store_root = (Path(opts.tiles_dir) / rid).resolve()
     if opts.overwrite or not opts.resume:
         TileStore(store_root).remove()
     manifest = {"run": rid, "image": str(image), "model": str(model), "digest": digest,
@@ -163,22 +170,28 @@ def predict(
              "%d worker(s) x %d thread(s)", rid, len(plan.chunks), len(done_before),
              plan.n_tiles, tile, overlap, workers, threads)  # fmt: skip
     timer = StageTimer()
-    t_load = time.perf_counter()
-    bundle = load_bundle(model, device=opts.device)
     if not card.trained:
         log.warning("model %s has untrained (random) weights: predictions are meaningless", model)
-    engine = Engine(bundle, opts.device, timer)
-    timer.add("load_model", time.perf_counter() - t_load)
+    engine = None
+    if pending and not opts.scheduler:
+        with timer.clock("load_model"):
+            engine = Engine(load_bundle(model, device=opts.device), opts.device)
     job = ChunkJob(scene=scene, plan=plan, batch=opts.batch,
                    class_ids=np.array([c.id for c in card.classes], np.uint8),
                    probabilities=opts.probabilities)  # fmt: skip
     t_run = time.perf_counter()
     if pending:
-        graph, keys = build_graph(job, engine, store, pending)
         bar = tqdm(total=len(plan.chunks), initial=len(done_before), unit="chunk",
                    desc="predict", disable=not opts.progress, leave=False)  # fmt: skip
         with gdal_env(), bar:
-            run_graph(graph, keys, workers, on_done=lambda: bar.update(1))
+            if opts.scheduler:
+                results = _run_on_cluster(job, store, model, digest, pending, opts, workers, bar)
+            else:
+                graph, keys = build_graph(job, engine, store, pending)
+                results = run_graph(graph, keys, workers, on_done=lambda _: bar.update(1))
+        for res in results[len(pending):]:
+            for stage, sec in res.items():
+                timer.add(stage, sec)
     timer.add("chunks_wall", time.perf_counter() - t_run)
     stats = store.done_stats()
     valid_pixels = sum(s["valid_pixels"] for s in stats.values())
@@ -192,6 +205,24 @@ def predict(
                      done_before, workers, threads, timer, time.perf_counter() - t_start)  # fmt: skip
     atomic_write_text(paths["report"], json.dumps(report, indent=2))
     return report
+
+
+def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: str,
+                    pending: list, opts: PredictOptions, workers: int, bar: tqdm) -> list:  # fmt: skip
+    """Run the chunk graph on a dask.distributed cluster (workers share the tile store)."""
+    from geoseg.cluster import EngineSpec, open_client, run_distributed
+
+    spec = EngineSpec(str(Path(model).resolve()), digest, opts.device, threads=0)
+    client = open_client(str(opts.scheduler), workers)
+    bar.write(f"dask dashboard: {client.dashboard_link}")
+    try:
+        graph, keys = build_graph(job, spec, store, pending)
+        return run_distributed(client, graph, keys, on_done=lambda _: bar.update(1))
+    finally:
+        cluster = client.cluster if opts.scheduler == "local" else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _finished(paths: dict[str, Path], rid: str) -> bool:
@@ -223,6 +254,13 @@ def _write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[
                       count=card.num_classes, dtype="uint8", nodata=NODATA,
                       descriptions=[f"p({n}) x/254" for n in names],
                       overview_resampling="average", progress=opts.progress)  # fmt: skip
+    from geoseg.io.qgis import embed_gpkg_style, raster_qml, vector_qml, write_qml
+    from geoseg.io.quicklook import write_quicklook
+
+    write_qml(paths["classes_style"], raster_qml(card.classes))
+    with timer.clock("quicklook"):
+        write_quicklook(paths["classes"], paths["quicklook"], card.classes,
+                        title=f"{paths['classes'].name} ({card.architecture})")  # fmt: skip
     if "vectors" in paths:
         from geoseg.io.vectors import polygonize, write_vectors
 
@@ -231,7 +269,11 @@ def _write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[
             gdf = polygonize(lambda r0, r1, c0, c1: read(r0, r1, c0, c1)[0], grid, card.classes,
                              chunk=opts.chunk, nodata=NODATA, min_area=opts.min_area,
                              simplify=opts.simplify, progress=opts.progress)  # fmt: skip
-            write_vectors(gdf, paths["vectors"])
+            write_vectors(gdf, paths["vectors"], layer=paths["vectors"].stem)
+        qml = vector_qml(card.classes)
+        write_qml(paths["vectors_style"], qml)
+        if opts.vector == "gpkg":
+            embed_gpkg_style(paths["vectors"], paths["vectors"].stem, qml)
         timer.add("polygons", len(gdf))
 
 

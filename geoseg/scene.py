@@ -139,7 +139,7 @@ class Scene:
         grid: GridBox | None = None
         with ExitStack() as stack:
             for name in order:
-                path = str(sources[name])
+                path = _absolute(str(sources[name]))
                 ds = stack.enter_context(_open_raster(path))
                 g = GridBox.from_dataset(ds)
                 idx = resolve_bands(path, ds, bands.get(name))
@@ -226,6 +226,13 @@ class Scene:
                                              chunks={"band": -1, "x": chunks, "y": chunks})
             out[name] = da.sel(band=list(mod.bands))
         return out
+
+
+def _absolute(path: str) -> str:
+    """Absolute local paths, so tasks on other processes/machines find the same files."""
+    if "://" in path or path.startswith("/vsi") or not Path(path).exists():
+        return path
+    return str(Path(path).resolve())
 
 
 def _has_mask(ds) -> bool:  # noqa: ANN001

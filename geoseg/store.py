@@ -13,7 +13,7 @@ import zarr
 
 from geoseg.errors import OutputError
 
-NODATA = 255
+from geoseg.card import NODATA  # noqa: F401  (re-exported)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

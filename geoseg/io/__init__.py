@@ -1,0 +1,47 @@
+"""Output writers (COG rasters, vector layers) and the file-handling rules they share.
+
+Every writer creates its file under a hidden temporary name in the destination folder and
+renames it when complete: a crash or an error never leaves a half-written output under the
+final name, and the rename stays on one file system (atomic).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from geoseg.errors import OutputError
+
+
+def writable_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder that will hold ``path``, checked before any work starts.
+
+    Raises:
+        OutputError: the folder does not exist, is not a folder, or cannot be written.
+    """
+    target = Path(path)
+    folder = target.parent
+    if not folder.exists():
+        raise OutputError(f"{target}: folder {folder} does not exist; create it or choose "
+                          "another output folder")  # fmt: skip
+    if not folder.is_dir():
+        raise OutputError(f"{target}: {folder} is not a folder; choose another output folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{target}: folder {folder} is not writable; fix its permissions or "
+                          "choose another output folder")  # fmt: skip
+    return folder
+
+
+def temp_sibling(path: Path, suffix: str) -> Path:
+    """A unique hidden name beside ``path`` (same folder, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def remove_quietly(*paths: Path) -> None:
+    """Delete temporary files, ignoring those already gone."""
+    for p in paths:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:  # a directory or a vanished mount: nothing more we can do
+            pass
