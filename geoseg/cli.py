@@ -36,7 +36,7 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.argument("image")
-@click.option("--model", "model", required=True, help="Model bundle folder.")
+@click.option("--model", "model", required=True, help="Model bundle folder or exported .onnx.")
 @click.option("--out", "out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--modality", multiple=True, help="Extra modality NAME=PATH (e.g. dem=dem.tif).")
 @click.option("--modality-bands", multiple=True, help="Bands of a modality NAME=1,2 or NAME=elev.")
@@ -92,6 +92,19 @@ def info(path: str) -> None:
     from geoseg.info import describe
 
     click.echo(json.dumps(describe(path), indent=2))
+
+
+@cli.command()
+@click.argument("bundle")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("-o", "--output", default=None, help="Output file (default: BUNDLE.onnx).")
+def export(bundle: str, fmt: str, output: str | None) -> None:
+    """Export a bundle (ONNX: metadata readable by QGIS Deepness, dynamic batch)."""
+    from geoseg.onnx import export_onnx
+
+    out = Path(output) if output else Path(bundle.rstrip("/")).with_suffix(".onnx")
+    export_onnx(bundle, out)
+    click.echo(f"wrote {out}")
 
 
 @cli.group()

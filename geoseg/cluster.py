@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from geoseg.bundle import load_bundle
-from geoseg.engine import Engine
+from geoseg.engine import Engine, open_engine
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class EngineCache:
             if key not in self._engines:
                 if spec.threads:
                     torch.set_num_threads(spec.threads)
-                self._engines[key] = Engine(load_bundle(spec.bundle, spec.device), spec.device)
+                self._engines[key] = open_engine(spec.bundle, spec.device, max(1, spec.threads))
                 self.loads += 1
                 log.info("loaded model %s on %s", spec.bundle, spec.device)
             return self._engines[key]
@@ -74,7 +73,7 @@ class GeosegWorkerPlugin(WorkerPlugin):  # type: ignore[misc]
 
 def engine_for(source: Engine | EngineSpec) -> Engine:
     """The engine itself (local runs) or this worker's cached engine for a spec."""
-    if isinstance(source, Engine):
+    if not isinstance(source, EngineSpec):
         return source
     from distributed import get_worker
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from geoseg.bundle import Bundle
+from geoseg.bundle import Bundle, bundle_digest, load_bundle, read_card
+from geoseg.card import ModelCard
 from geoseg.errors import InputError
 
 
@@ -48,6 +51,58 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def normalise(card: ModelCard, arrays: Mapping[str, np.ndarray],
+              valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-band standardisation with the card's statistics; nodata pixels become 0 (the mean)."""
+    out = {}
+    for name, m in card.modalities.items():
+        mean = np.asarray(m.mean, np.float32)[:, None, None]
+        std = np.asarray(m.std, np.float32)[:, None, None]
+        x = (arrays[name] - mean) / std
+        x[:, ~valid] = 0.0
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        out[name] = x
+    return out
+
+
+def is_onnx(model: str | Path) -> bool:
+    return str(model).lower().endswith(".onnx")
+
+
+def read_model_card(model: str | Path) -> ModelCard:
+    """The card of a bundle folder or of an exported ONNX model."""
+    if is_onnx(model):
+        from geoseg.onnx import read_onnx_card
+
+        return read_onnx_card(model)
+    return read_card(model)
+
+
+def model_digest(model: str | Path) -> str:
+    if is_onnx(model):
+        return file_digest(model)
+    return bundle_digest(model)
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_engine(model: str | Path, device: str = "cpu", threads: int = 1):  # noqa: ANN201
+    """An engine for a bundle folder (torch) or an ``.onnx`` file (ONNX Runtime, CPU)."""
+    if is_onnx(model):
+        from geoseg.onnx import OnnxEngine
+
+        if device != "cpu":
+            raise InputError("ONNX models run on the CPU here (onnxruntime); use --device cpu")
+        return OnnxEngine(model, threads)
+    return Engine(load_bundle(model, device), device)
+
+
 class Engine:
     """Normalisation + batched forward + softmax for one bundle on one device."""
 
@@ -59,27 +114,17 @@ class Engine:
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._stats = {
-            name: (
-                np.asarray(m.mean, np.float32)[:, None, None],
-                np.asarray(m.std, np.float32)[:, None, None],
-            )
-            for name, m in self.card.modalities.items()
-        }
 
     @property
     def num_classes(self) -> int:
         return self.card.num_classes
 
+    @property
+    def digest(self) -> str:
+        return self.bundle.digest
+
     def normalise(self, arrays: Mapping[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-band standardisation with the bundle's statistics; nodata pixels become 0."""
-        out = {}
-        for name, (mean, std) in self._stats.items():
-            x = (arrays[name] - mean) / std
-            x[:, ~valid] = 0.0
-            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            out[name] = x
-        return out
+        return normalise(self.card, arrays, valid)
 
     @torch.inference_mode()
     def probabilities(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -73,7 +73,7 @@ def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: in
     plan = TilePlan(g.height, g.width, tile, overlap, chunk)
     ids = np.array([c.id for c in engine.card.classes], np.uint8)
     job = ChunkJob(scene, plan, batch, ids, probabilities)
-    token = tokenize(id(scene), engine.bundle.digest, tile, overlap, chunk, probabilities)
+    token = tokenize(id(scene), engine.digest, tile, overlap, chunk, probabilities)
     acc, blended = f"geoseg-acc-{token}", f"geoseg-blend-{token}"
     cls_name, prob_name = f"geoseg-classes-{token}", f"geoseg-probs-{token}"
     dsk: dict = {}

@@ -9,7 +9,6 @@ chunk to the tile store). Memory is O(workers x chunk) whatever the scene size.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any

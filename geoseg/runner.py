@@ -17,10 +17,9 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from geoseg import __version__
-from geoseg.bundle import load_bundle, read_card
 from geoseg.card import ModelCard
 from geoseg.config import StrictModel
-from geoseg.engine import Engine, StageTimer
+from geoseg.engine import StageTimer, model_digest, open_engine, read_model_card
 from geoseg.errors import InputError, OutputError
 from geoseg.predict import ChunkJob, build_graph, run_graph
 from geoseg.runtime import gdal_env, plan_threads
@@ -139,18 +138,19 @@ def predict(
     """Predict a scene with a bundle; returns the run report (also written as JSON)."""
     opts = options or PredictOptions()
     t_start = time.perf_counter()
-    card = read_card(model)
+    card = read_model_card(model)
     scene = open_scene_for(card, image, modalities or {}, opts)
     tile = opts.tile or card.tile_size
+    if str(model).lower().endswith(".onnx") and tile > card.tile_size:
+        raise InputError(f"{model}: exported for tiles of {card.tile_size} px; use --tile "
+                         f"{card.tile_size} or less (or export again)")
     overlap = opts.overlap if opts.overlap is not None else min(card.halo, tile // 4)
     plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, opts.chunk)
     out_dir = Path(out_dir)
     check_writable(out_dir)
     stem = Path(image).stem
     paths = output_paths(out_dir, stem, opts)
-    from geoseg.bundle import bundle_digest
-
-    digest = bundle_digest(model)
+    digest = model_digest(model)
     rid = run_id(scene, digest, plan, opts, opts.device)
     if not opts.overwrite and _finished(paths, rid):
         log.info("%s: already done (run %s); use --overwrite to recompute", image, rid)
@@ -175,7 +175,7 @@ def predict(
     engine = None
     if pending and not opts.scheduler:
         with timer.clock("load_model"):
-            engine = Engine(load_bundle(model, device=opts.device), opts.device)
+            engine = open_engine(model, opts.device, threads)
     job = ChunkJob(scene=scene, plan=plan, batch=opts.batch,
                    class_ids=np.array([c.id for c in card.classes], np.uint8),
                    probabilities=opts.probabilities)  # fmt: skip
