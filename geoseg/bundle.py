@@ -89,6 +89,9 @@ def read_card(path: str | Path) -> ModelCard:
         return ModelCard.model_validate_json(card_file.read_text())
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise BundleError(f"{card_file}: corrupt card ({first['msg']}); re-export the "
+                              "bundle") from None  # fmt: skip
         loc = ".".join(str(p) for p in first["loc"])
         raise BundleError(f"{card_file}: invalid card at {loc!r}: {first['msg']}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

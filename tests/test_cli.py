@@ -58,7 +58,7 @@ def test_nodata_collar_in_every_output_and_no_polygons_over_it(rgb_run: tuple[Pa
         with rasterio.open(res / f"RGB.byte_{name}.tif") as ds:
             data = ds.read()
         assert (data[:, invalid] == 255).all() and (data[:, ~invalid] != 255).all()
-    gdf = gpd.read_file(res / "RGB.byte_polygons.gpkg")
+    gdf = gpd.read_file(res / "RGB.byte_polygons.gpkg", layer="RGB.byte_polygons")
     with rasterio.open(RGB) as src:
         burned = rasterize(((g, 1) for g in gdf.geometry), out_shape=src.shape,
                            transform=src.transform, fill=0, dtype="uint8")  # fmt: skip
@@ -67,7 +67,7 @@ def test_nodata_collar_in_every_output_and_no_polygons_over_it(rgb_run: tuple[Pa
 
 def test_vectors_rasterised_back_match_the_class_raster(rgb_run: tuple[Path, dict]) -> None:
     res, report = rgb_run
-    gdf = gpd.read_file(res / "RGB.byte_polygons.gpkg")
+    gdf = gpd.read_file(res / "RGB.byte_polygons.gpkg", layer="RGB.byte_polygons")
     assert {"class_id", "class_name", "area_m2"} <= set(gdf.columns)
     with rasterio.open(res / "RGB.byte_classes.tif") as ds:
         classes = ds.read(1)
@@ -96,7 +96,7 @@ def test_geographic_crs_gives_correct_areas(unet_rgb: Path, tmp_path: Path) -> N
         full = abs(Geod(ellps="WGS84").polygon_area_perimeter(
             [left, right, right, left], [bottom, bottom, top, top])[0])  # fmt: skip
     assert total == pytest.approx(full * valid.mean(), rel=5e-3)
-    gdf = gpd.read_file(tmp_path / "o" / "2020_polygons.gpkg")
+    gdf = gpd.read_file(tmp_path / "o" / "2020_polygons.gpkg", layer="2020_polygons")
     assert gdf.area_m2.sum() == pytest.approx(total, rel=5e-3)
 
 
@@ -185,6 +185,10 @@ def test_bad_bundles_and_output_dirs(unet_rgb: Path, tmp_path: Path) -> None:
     expect_error(tmp_path, RGB, "--model", corrupt, match="corrupt weights")
     (corrupt / "card.json").write_text("{not json")
     expect_error(tmp_path, RGB, "--model", corrupt, match="card.json: corrupt card")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run_cli("predict", RGB, "--model", unet_rgb, "--out", blocker / "o", check=False)
+    assert proc.returncode == 2 and "not writable" in proc.stderr.splitlines()[-1]
     ro = tmp_path / "readonly"
     ro.mkdir()
     ro.chmod(0o500)

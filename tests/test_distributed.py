@@ -77,8 +77,8 @@ def test_distributed_equals_local_and_loads_model_once_per_worker(
                                   classes(tmp_path / "dist" / "RGB.byte_classes.tif"))  # fmt: skip
     import geopandas as gpd
 
-    a = gpd.read_file(tmp_path / "local" / "RGB.byte_polygons.gpkg")
-    b = gpd.read_file(tmp_path / "dist" / "RGB.byte_polygons.gpkg")
+    a = gpd.read_file(tmp_path / "local" / "RGB.byte_polygons.gpkg", layer="RGB.byte_polygons")
+    b = gpd.read_file(tmp_path / "dist" / "RGB.byte_polygons.gpkg", layer="RGB.byte_polygons")
     assert len(a) == len(b) and a.area_m2.sum() == pytest.approx(b.area_m2.sum())
     from distributed import Client
 

@@ -82,25 +82,29 @@ def polygonize(
         raise ValueError(f"chunk must be >= 1 pixel, got {chunk}")
     geoms, ids = _polygons_px(read_block, grid, chunk, nodata, progress)
     geoms, ids = _canonical(geoms, ids)
-    if simplify > 0:
+    if simplify > 0 and len(geoms):
         # coverage simplification needs neighbours to share the same vertices along common
         # edges; GDAL only emits corner vertices, so put one at every pixel corner first
         geoms = shapely.segmentize(geoms, 1.0)
-    geoms = _apply_affine(geoms, grid.transform)
-    if simplify > 0 and len(geoms):
-        geoms = shapely.coverage_simplify(geoms, simplify)
+        geoms = shapely.coverage_simplify(_apply_affine(geoms, grid.transform), simplify)
         keep = ~shapely.is_empty(geoms)
-        geoms, ids = geoms[keep], ids[keep]
+        geoms = shapely.orient_polygons(geoms[keep], exterior_cw=False)
+        ids = ids[keep]
+    else:
+        # normalised rings (exterior clockwise) reversed: OGC/GeoJSON orientation
+        geoms = _apply_affine(geoms, grid.transform, reverse_rings=True)
     area = ground_area(geoms, grid)
     if min_area > 0:
         keep = ~(area < min_area)  # NaN areas (no CRS) are kept
         geoms, ids, area = geoms[keep], ids[keep], area[keep]
-    geoms = shapely.orient_polygons(geoms, exterior_cw=False)  # OGC/GeoJSON ring orientation
-    names = {c.id: c.name for c in classes}
+    lut = np.array([f"class_{i}" for i in range(256)], dtype=object)
+    for c in classes:
+        lut[c.id] = c.name
     return gpd.GeoDataFrame(
         {
             "class_id": ids.astype(np.int32),
-            "class_name": np.array([names.get(int(i), f"class_{i}") for i in ids], dtype=object),
+            "class_name": lut[ids] if ids.max(initial=0) < 256 else
+            np.array([lut[i] if i < 256 else f"class_{i}" for i in ids], dtype=object),
             "area_m2": area.astype(np.float64),
         },
         geometry=gpd.GeoSeries(geoms, crs=grid.crs),
@@ -210,8 +214,8 @@ def _merge_across_borders(geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.nda
     """
     if not len(geoms):
         return geoms, vals
-    tree = shapely.STRtree(geoms)
-    i, j = tree.query(geoms, predicate="intersects")
+    # bounding-box candidates first: the exact test below is the only costly predicate
+    i, j = shapely.STRtree(geoms).query(geoms)
     keep = (i < j) & (vals[i] == vals[j]) & (chunk_ids[i] != chunk_ids[j])
     i, j = i[keep], j[keep]
     keep = shapely.relate_pattern(geoms[i], geoms[j], "****1****")
@@ -270,16 +274,29 @@ def _canonical(geoms: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return geoms[order], ids[order]
 
 
-def _apply_affine(geoms: np.ndarray, t: Affine) -> np.ndarray:
-    """Pixel -> CRS coordinates (vectorised; shared vertices map to identical coordinates)."""
+def _apply_affine(geoms: np.ndarray, t: Affine, reverse_rings: bool = False) -> np.ndarray:
+    """Pixel -> CRS coordinates, optionally reversing every ring (vectorised).
+
+    Shared vertices map to identical coordinates, so a coverage stays a coverage.
+    """
     if not len(geoms):
         return geoms
+    kinds = shapely.get_type_id(geoms)
+    if not (kinds == shapely.GeometryType.POLYGON).all():  # not expected; slower but general
+        geoms = shapely.transform(geoms, lambda xy: _affine_xy(xy, t))
+        return shapely.orient_polygons(geoms, exterior_cw=False) if reverse_rings else geoms
+    _, xy, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
+    if reverse_rings:
+        start = np.repeat(ring_off[:-1], np.diff(ring_off))
+        stop = np.repeat(ring_off[1:], np.diff(ring_off))
+        xy = xy[start + stop - 1 - np.arange(len(xy))]
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, _affine_xy(xy, t),
+                                     (ring_off, poly_off))  # fmt: skip
 
-    def fn(xy: np.ndarray) -> np.ndarray:
-        x, y = xy[:, 0], xy[:, 1]
-        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
 
-    return shapely.transform(geoms, fn)
+def _affine_xy(xy: np.ndarray, t: Affine) -> np.ndarray:
+    x, y = xy[:, 0], xy[:, 1]
+    return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,9 +306,11 @@ def _apply_affine(geoms: np.ndarray, t: Affine) -> np.ndarray:
 def ground_area(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
     """Area on the ellipsoid (m²) of polygons in ``grid.crs``.
 
-    Polygons are densified (edges follow the source CRS) and projected to a Lambert azimuthal
-    equal-area projection centred on the grid, on the CRS's own datum: right for projected,
-    geographic and Web Mercator grids alike. NaN without a CRS.
+    Vertices are projected to a Lambert azimuthal equal-area projection centred on the grid
+    (on the CRS's own datum) and areas summed with the shoelace formula, all in numpy. Long
+    edges are first densified to ~2 km so that they follow the source CRS (a parallel in
+    EPSG:4326, a straight line in Web Mercator) rather than a chord of the projection. Right
+    for projected, geographic and Web Mercator grids alike; NaN without a CRS.
     """
     if not len(geoms):
         return np.empty(0, dtype=np.float64)
@@ -300,15 +319,49 @@ def ground_area(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
         return np.full(len(geoms), np.nan)
     to_laea, px_ground = _equal_area(grid)
     # segment length in CRS units: ~_AREA_SEGMENT_M on the ground, between 1 and 64 pixels
-    px_crs = abs(grid.transform.determinant) ** 0.5
-    seg = px_crs * float(np.clip(_AREA_SEGMENT_M / px_ground, 1.0, 64.0))
-    dense = shapely.segmentize(geoms, seg)
+    seg = abs(grid.transform.determinant) ** 0.5 * float(
+        np.clip(_AREA_SEGMENT_M / px_ground, 1.0, 64.0))
+    if (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON).all():
+        _, xy, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
+        ring_of = np.repeat(np.arange(len(ring_off) - 1), np.diff(ring_off))
+        ring_poly = np.repeat(np.arange(len(geoms)), np.diff(poly_off))
+    else:  # multipolygons: not produced by polygonize, but accepted
+        rings, ring_poly = shapely.get_rings(geoms, return_index=True)
+        xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    pts, pt_ring = _densify_open_rings(xy, ring_of, seg)
+    x, y = to_laea.transform(pts[:, 0], pts[:, 1])
+    # cyclic shoelace per ring: the successor of a ring's last point is its first point
+    n_rings = len(ring_poly)
+    counts = np.bincount(pt_ring, minlength=n_rings)
+    first = np.cumsum(counts) - counts
+    nxt = np.arange(1, len(pts) + 1)
+    nxt[(first + counts - 1)[counts > 0]] = first[counts > 0]
+    ring_area = 0.5 * np.abs(np.bincount(pt_ring, x * y[nxt] - x[nxt] * y, minlength=n_rings))
+    # rings come polygon by polygon, exterior first, then holes
+    is_ext = np.r_[True, ring_poly[1:] != ring_poly[:-1]]
+    return np.bincount(ring_poly, np.where(is_ext, ring_area, -ring_area), minlength=len(geoms))
 
-    def project(xy: np.ndarray) -> np.ndarray:
-        x, y = to_laea.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([x, y])
 
-    return shapely.area(shapely.transform(dense, project))
+def _densify_open_rings(xy: np.ndarray, ring_of: np.ndarray, seg: float
+                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Closed rings -> open rings with extra points so that no edge is longer than ``seg``."""
+    starts_edge = np.r_[ring_of[1:] == ring_of[:-1], False]  # point i starts edge i -> i+1
+    d = np.zeros_like(xy)
+    d[:-1] = xy[1:] - xy[:-1]
+    long = starts_edge & (np.abs(d[:, 0]) + np.abs(d[:, 1]) > seg)  # cheap pre-filter
+    n_sub = starts_edge.astype(np.int64)
+    n_sub[long] = np.ceil(np.hypot(d[long, 0], d[long, 1]) / seg)
+    if not (n_sub > 1).any():  # nothing to densify: drop the closing points only
+        return xy[starts_edge], ring_of[starts_edge]
+    at = np.cumsum(n_sub) - n_sub  # where each edge's first point lands in the output
+    out = np.empty((int(n_sub.sum()), 2))
+    out[at[starts_edge]] = xy[starts_edge]
+    src = np.flatnonzero(n_sub > 1)
+    extra = n_sub[src] - 1
+    e = np.repeat(src, extra)
+    step = np.arange(len(e)) - np.repeat(np.cumsum(extra) - extra, extra) + 1
+    out[at[e] + step] = xy[e] + d[e] * (step / n_sub[e])[:, None]
+    return out, np.repeat(ring_of, n_sub)
 
 
 def _equal_area(grid: GridBox):  # noqa: ANN202 - (pyproj Transformer, float)
