@@ -166,7 +166,11 @@ def _to_web_mercator(arr: xr.DataArray, max_side: int, resampling: str) -> xr.Da
 
 @xr.register_dataset_accessor("geoseg")
 class GeosegDatasetAccessor:
-    """geoseg on a Dataset whose variables are modalities named as in the bundle."""
+    """geoseg on a Dataset whose variables are modalities named as in the bundle.
+
+    Single-band modalities should be 2-D (y, x) variables: a Dataset aligns all variables on a
+    shared ``band`` coordinate, which would pad them with NaN bands.
+    """
 
     def __init__(self, obj: xr.Dataset):
         self._obj = obj

@@ -40,25 +40,29 @@ def group_adjacent(paths: Sequence[str | Path]) -> list[list[str]]:
         key = (s.crs.to_wkt() if s.crs else None, round(s.res[0], 9), round(s.res[1], 9))
         keyed.setdefault(key, []).append(s)
     for (wkt, _, _), members in keyed.items():
-        if wkt is None:
-            continue
-        parent = list(range(len(members)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        for i, a in enumerate(members):
-            for j in range(i + 1, len(members)):
-                if _touch(a, members[j]):
-                    parent[find(i)] = find(j)
-        comps: dict[int, list[str]] = {}
-        for i, m in enumerate(members):
-            comps.setdefault(find(i), []).append(m.path)
-        groups += list(comps.values())
+        if wkt is not None:
+            groups += _components(members)
     return groups
+
+
+def _components(members: list[_Src]) -> list[list[str]]:
+    """Connected components of the touch graph (union-find)."""
+    parent = list(range(len(members)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(members):
+        for j in range(i + 1, len(members)):
+            if _touch(a, members[j]):
+                parent[find(i)] = find(j)
+    comps: dict[int, list[str]] = {}
+    for i, m in enumerate(members):
+        comps.setdefault(find(i), []).append(m.path)
+    return list(comps.values())
 
 
 def mosaic(paths: Sequence[str | Path], out: str | Path, *, block: int = 512) -> Path:

@@ -31,10 +31,11 @@ RESAMPLING = {"mode": "MODE", "nearest": "NEAREST", "average": "AVERAGE",
               "bilinear": "BILINEAR", "cubic": "CUBIC"}  # fmt: skip
 #: Categorical resamplings: a predictor would only blur class boundaries into noise.
 _CATEGORICAL = {"mode", "nearest"}
-#: Block cache for the write, in MiB. rasterio passes an integer GDAL_CACHEMAX straight to
-#: GDALSetCacheMax64, i.e. in *bytes* (not MB as GDAL's own config parsing would), and restores
-#: the previous value on exit, so the cap is converted to bytes below.
-CACHE_MB = 256
+#: Bounds of GDAL's block cache during a write, MiB. The default cache is 5 % of RAM: on a
+#: huge scene it fills up and alone breaks the memory target. Overview building reads strips
+#: of one block row across the whole width, so the cap follows the width (two strips),
+#: within these bounds (measured at 131072 px wide: a 32 MB cache doubled the time).
+CACHE_MB_MIN, CACHE_MB_MAX = 64, 512
 
 
 def write_cog(
@@ -52,7 +53,7 @@ def write_cog(
     compress: str = "deflate",
     progress: bool = False,
     tags: Mapping[str, str] | None = None,
-    cache_mb: int = CACHE_MB,
+    cache_mb: int | None = None,
     threads: int | str = "ALL_CPUS",
 ) -> Path:
     """Write a COG of ``grid`` whose pixels come from ``read_block``, block by block.
@@ -70,7 +71,8 @@ def write_cog(
         compress: GDAL compression (deflate, lzw, zstd, ...).
         progress: show a progress bar over the blocks.
         tags: dataset metadata items.
-        cache_mb: GDAL block cache cap during the write, MiB.
+        cache_mb: GDAL block cache cap during the write, MiB (default: two block rows of the
+            raster, within 64-512 MiB).
         threads: compression threads of the COG step (GDAL ``NUM_THREADS``).
 
     Returns:
@@ -84,7 +86,13 @@ def write_cog(
     _check_args(count, dtype, block, colormap, descriptions, overview_resampling)
     folder = writable_folder(path)
     stream, partial = temp_sibling(path, ".stream.tif"), temp_sibling(path, ".partial.tif")
+    if cache_mb is None:
+        strip = grid.width * block * count * np.dtype(dtype).itemsize / 2**20
+        cache_mb = int(np.clip(2 * strip, CACHE_MB_MIN, CACHE_MB_MAX))
     try:
+        # rasterio hands an integer GDAL_CACHEMAX straight to GDALSetCacheMax64, i.e. in
+        # *bytes* (GDAL's own parsing would read small numbers as MB; rasterio refuses strings),
+        # and restores the previous cap on exit
         with rasterio.Env(GDAL_CACHEMAX=int(cache_mb) * 1024 * 1024):
             with _gdal_errors(path, folder):
                 dst = rasterio.open(stream, "w",
