@@ -258,8 +258,12 @@ def potsdam(root: Path, product: str | None = None, eroded: bool = False) -> Bui
         mods: dict[str, Any] = {"image": {"path": str(have[prod]), "roles": POTSDAM_ROLES[prod]}}
         if f"dsm:{key}" in found:
             mods["dsm"] = {"path": str(found[f"dsm:{key}"]), "roles": ["dsm"]}
-        if f"ndsm:{key}" in found:
-            mods["height"] = {"path": str(found[f"ndsm:{key}"]), "roles": ["ndsm"]}
+        ndsm = found.get(f"ndsm:{key}")
+        if ndsm is not None and ndsm.suffix.lower() in (".tif", ".tiff"):
+            mods["height"] = {"path": str(ndsm), "roles": ["ndsm"]}
+        elif ndsm is not None:  # the released normalised DSMs are JPEGs without georeferencing
+            notes.append(f"{ndsm.name}: not georeferenced; nDSM not added (convert it to a "
+                         f"GeoTIFF on the DSM's grid and build again)")
         scene: dict[str, Any] = {"id": f"potsdam_{key}", "modalities": mods,
                                  "split": "train" if key in POTSDAM_TRAIN else "test"}
         lab = _isprs_labels(found, key, eroded)

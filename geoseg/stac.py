@@ -9,7 +9,7 @@ Mapping (both directions, so YAML -> STAC -> YAML gives the same scenes):
   ``eo:common_name`` / ``common_name`` of ``bands``/``eo:bands`` entries), ``geoseg:resampling``.
 - An asset whose roles include ``labels`` -> labels; ``label:type`` or the extension gives the
   kind, ``geoseg:class_field`` (or the item's first ``label:properties``), ``geoseg:encoding``,
-  ``geoseg:band``, ``geoseg:ignore``, ``geoseg:layer``.
+  ``geoseg:class_value``, ``geoseg:band``, ``geoseg:ignore``, ``geoseg:layer``.
 - The class table: ``classification:classes`` (value, name or description, color_hint) of the
   Collection/ItemCollection, else of the first label asset that has one.
 
@@ -161,7 +161,7 @@ def _label_from_asset(href: str, extra: dict[str, Any], item: pystac.Item) -> di
         field = props[0]
     if field is not None:
         out["class_field"] = field
-    for key in ("encoding", "band", "ignore", "layer"):
+    for key in ("class_value", "encoding", "band", "ignore", "layer"):
         if f"geoseg:{key}" in extra:
             out[key] = extra[f"geoseg:{key}"]
     return out

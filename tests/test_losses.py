@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -35,7 +35,7 @@ def batch(seed: int = 0) -> tuple[Tensor, Tensor]:
     return logits, target
 
 
-def grad_of(loss_fn, logits: Tensor) -> Tensor:  # noqa: ANN001
+def grad_of(loss_fn: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
     x = logits.clone().requires_grad_(True)
     loss_fn(x).backward()
     return x.grad
@@ -179,7 +179,8 @@ def test_supervised_infonce_matches_definition() -> None:
         s = q[a] @ k.t() / tau
         pos, neg = kl == ql[a], kl != ql[a]
         neg_sum = s[neg].exp().sum()
-        total.append(torch.stack([-(sp.exp() / (sp.exp() + neg_sum)).log() for sp in s[pos]]).mean())
+        terms = [-(sp.exp() / (sp.exp() + neg_sum)).log() for sp in s[pos]]
+        total.append(torch.stack(terms).mean())
     torch.testing.assert_close(supervised_infonce(q, ql, k, kl, tau), torch.stack(total).mean())
     # no negatives at all: zero, but still attached to the graph
     q.requires_grad_(True)

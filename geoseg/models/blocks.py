@@ -31,7 +31,7 @@ def make_encoder(
         )
     except KeyError:
         raise ModelError(
-            f"unknown encoder {name!r}; use an smp encoder name such as resnet18, resnet34, resnet50"
+            f"unknown encoder {name!r}; use an smp encoder such as resnet18, resnet34, resnet50"
         ) from None
     except (ValueError, AttributeError) as exc:
         raise ModelError(
@@ -180,10 +180,14 @@ class DeepLabV3PlusHead(nn.Module):
         self.aspp = ASPP(high_channels, channels, rates, aspp_attention, dropout)
         self.low = conv_bn_relu(low_channels, 48, 1)
         cat = channels + 48
-        se = (lambda c: SqueezeExcite(c, se_reduction)) if se_reduction else (lambda _c: nn.Identity())
+
+        def se(c: int) -> nn.Module:
+            return SqueezeExcite(c, se_reduction) if se_reduction else nn.Identity()
+
         self.fuse = nn.Sequential(
-            se(cat), conv_bn_relu(cat, channels, 3), conv_bn_relu(channels, channels, 3), se(channels)
-        )
+            se(cat), conv_bn_relu(cat, channels, 3), conv_bn_relu(channels, channels, 3),
+            se(channels),
+        )  # fmt: skip
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, high: Tensor, low: Tensor, size: tuple[int, int]) -> Tensor:

@@ -89,7 +89,8 @@ class TokenAttention(nn.Module):
                 own = self.sr_norm(own)
             context = torch.cat([own, context], dim=1)
         q = self.q(x).reshape(b, n, self.heads, -1).transpose(1, 2)
-        k, v = self.kv(context).reshape(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        kv = self.kv(context).reshape(b, context.shape[1], 2, self.heads, -1)
+        k, v = kv.permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 

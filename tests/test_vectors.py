@@ -1,0 +1,230 @@
+"""Vectorisation: exact georeferencing, chunk-size independence, nodata, ground areas in
+projected/geographic/Web Mercator CRSs, min_area, coverage simplification, output formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS
+from rasterio.features import rasterize
+
+from geoseg.card import ClassInfo
+from geoseg.errors import OutputError
+from geoseg.grid import GridBox
+from geoseg.io.vectors import FORMATS, polygonize, write_vectors
+
+from .conftest import DATA, RGB
+
+CLASSES = [ClassInfo(id=0, name="ground", color="#a0a0a0"),
+           ClassInfo(id=1, name="low vegetation", color="#90ee90"),
+           ClassInfo(id=2, name="trees", color="#228b22"),
+           ClassInfo(id=3, name="tall", color="#ff0000")]  # fmt: skip
+COLUMNS = ["class_id", "class_name", "area_m2", "geometry"]
+
+
+@pytest.fixture(scope="module")
+def rgb() -> tuple[np.ndarray, GridBox]:
+    """RGB.byte.tif: four classes from thresholds of band 1; 255 on its 32 % nodata collar."""
+    with rasterio.open(RGB) as ds:
+        data, grid = ds.read(), GridBox.from_dataset(ds)
+    out = np.digitize(data[0], [60, 90, 120]).astype(np.uint8)
+    out[(data == 0).all(axis=0)] = 255
+    return out, grid
+
+
+@pytest.fixture(scope="module")
+def hag() -> tuple[np.ndarray, GridBox]:
+    """Alexandria nDSM (2 m): height classes < 1 m, 1-3 m, 3-10 m, > 10 m."""
+    with rasterio.open(DATA / "alexandria" / "hag.tif") as ds:
+        heights, grid = ds.read(1), GridBox.from_dataset(ds)
+    return np.digitize(heights, [1.0, 3.0, 10.0]).astype(np.uint8), grid
+
+
+def reader(arr: np.ndarray, nodata: int = 255):  # noqa: ANN201
+    def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
+        win = arr[r0:r1, c0:c1]
+        return None if (win == nodata).all() else win
+
+    return read
+
+
+def rasterised(gdf: gpd.GeoDataFrame, grid: GridBox) -> np.ndarray:
+    return rasterize(zip(gdf.geometry, gdf.class_id, strict=True), out_shape=grid.shape,
+                     transform=grid.transform, fill=255, dtype="uint8")  # fmt: skip
+
+
+def geodesic_areas(gdf: gpd.GeoDataFrame, step: float) -> np.ndarray:
+    """Reference areas: densify (CRS units), go to lon/lat, geodesic area on the ellipsoid."""
+    geod = CRS(gdf.crs).get_geod()
+    dense = gdf.geometry.segmentize(step).to_crs(CRS(gdf.crs).geodetic_crs)
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in dense])
+
+
+@pytest.mark.parametrize("name", ["rgb", "hag"])
+def test_polygons_rasterised_back_reproduce_the_class_raster(name: str,
+                                                             request: pytest.FixtureRequest) -> None:  # fmt: skip
+    classes, grid = request.getfixturevalue(name)
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=100)
+    assert list(gdf.columns) == COLUMNS and gdf.crs == grid.crs
+    assert gdf.class_id.dtype == np.int32 and gdf.area_m2.dtype == np.float64
+    assert (gdf.geom_type == "Polygon").all() and gdf.is_valid.all()
+    np.testing.assert_array_equal(rasterised(gdf, grid), classes)
+    names = {c.id: c.name for c in CLASSES}
+    assert (gdf.class_name == gdf.class_id.map(names)).all()
+
+
+def test_polygon_set_does_not_depend_on_the_chunk_size(rgb: tuple[np.ndarray, GridBox]) -> None:
+    classes, grid = rgb
+    whole = polygonize(reader(classes), grid, CLASSES, chunk=max(grid.shape))
+    assert len(whole) > 10_000  # a realistic, fragmented layer
+    for chunk in (64, 100, 257):
+        got = polygonize(reader(classes), grid, CLASSES, chunk=chunk)
+        assert len(got) == len(whole)
+        np.testing.assert_array_equal(got.class_id, whole.class_id)
+        np.testing.assert_array_equal(got.area_m2, whole.area_m2)
+        # vertex-for-vertex identical: no leftover vertex where a chunk line was crossed
+        assert shapely.equals_exact(got.geometry.values, whole.geometry.values, tolerance=0).all()
+
+
+def test_no_polygon_over_nodata(rgb: tuple[np.ndarray, GridBox]) -> None:
+    classes, grid = rgb
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=128)
+    nodata = classes == 255
+    assert nodata.mean() > 0.3
+    assert (rasterize(gdf.geometry, out_shape=grid.shape, transform=grid.transform)[nodata] == 0).all()
+    # polygons cover exactly the valid pixels: planar areas add up to their count
+    px = abs(grid.transform.determinant)
+    assert gdf.area.sum() == pytest.approx((~nodata).sum() * px, rel=1e-9)
+
+
+def test_all_nodata_scene_gives_an_empty_layer(rgb: tuple[np.ndarray, GridBox],
+                                               tmp_path: Path) -> None:  # fmt: skip
+    _, grid = rgb
+    gdf = polygonize(lambda *w: None, grid, CLASSES)
+    assert len(gdf) == 0 and list(gdf.columns) == COLUMNS and gdf.crs == grid.crs
+    for ext in FORMATS:
+        path = write_vectors(gdf, tmp_path / f"empty{ext}")[-1]
+        back = gpd.read_parquet(path) if ext == ".parquet" else gpd.read_file(path)
+        assert len(back) == 0 and list(back.columns) == COLUMNS and back.crs == grid.crs
+
+
+def test_ground_areas_in_a_projected_crs(hag: tuple[np.ndarray, GridBox]) -> None:
+    classes, grid = hag
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=64)
+    ref = geodesic_areas(gdf, step=2.0)
+    np.testing.assert_allclose(gdf.area_m2, ref, rtol=1e-3)
+    # UTM is not equal-area: ground areas differ from planar ones by the scale factor (~1e-4)
+    assert not np.allclose(gdf.area_m2, gdf.area, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(("crs", "transform"), [
+    # geographic, around latitude 60: 0.001° x 0.0005° pixels (~56 m square)
+    ("EPSG:4326", Affine(0.001, 0, 10.0, 0, -0.0005, 60.1)),
+    # Web Mercator at latitude 60: planar areas are ~4x the ground areas there
+    ("EPSG:3857", Affine(100.0, 0, 1_113_195.0, 0, -100.0, 8_399_737.0)),
+])  # fmt: skip
+def test_ground_areas_in_geographic_and_web_mercator_crs(hag: tuple[np.ndarray, GridBox],
+                                                         crs: str, transform: Affine) -> None:  # fmt: skip
+    classes, _ = hag
+    grid = GridBox(*classes.shape, transform, CRS.from_user_input(crs))
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=100)
+    ref = geodesic_areas(gdf, step=abs(transform.a) / 2)
+    np.testing.assert_allclose(gdf.area_m2, ref, rtol=1e-3)
+    ratio = gdf.area_m2.sum() / gdf.area.sum()
+    if crs == "EPSG:3857":
+        assert ratio == pytest.approx(np.cos(np.radians(60)) ** 2, rel=0.02)
+    else:  # square degrees -> m²: ~111 km x 55.7 km per degree² at latitude 60
+        assert ratio == pytest.approx(111_400 * 55_800, rel=0.01)
+
+
+def test_min_area_drops_small_polygons(rgb: tuple[np.ndarray, GridBox]) -> None:
+    classes, grid = rgb
+    full = polygonize(reader(classes), grid, CLASSES, chunk=256)
+    limit = 5 * 300.0 * 300.0  # five 300 m pixels
+    big = polygonize(reader(classes), grid, CLASSES, chunk=256, min_area=limit)
+    assert 0 < len(big) < len(full) / 2
+    assert (big.area_m2 >= limit).all()
+    kept = full[full.area_m2 >= limit].reset_index(drop=True)
+    assert shapely.equals_exact(big.geometry.values, kept.geometry.values, tolerance=0).all()
+
+
+def test_simplification_keeps_a_gapless_coverage(hag: tuple[np.ndarray, GridBox]) -> None:
+    classes, grid = hag
+    tol = 4.0  # two pixels
+    raw = polygonize(reader(classes), grid, CLASSES, chunk=100)
+    simple = polygonize(reader(classes), grid, CLASSES, chunk=100, simplify=tol)
+    assert len(simple) == len(raw)
+    n_raw = shapely.get_num_coordinates(raw.geometry.values).sum()
+    n_simple = shapely.get_num_coordinates(simple.geometry.values).sum()
+    assert n_simple < 0.6 * n_raw
+    geoms = simple.geometry.values
+    assert shapely.is_valid(geoms).all()
+    # no overlap between neighbours and no sliver gap narrower than the tolerance
+    assert shapely.coverage_is_valid(geoms, gap_width=tol)
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = i < j
+    assert shapely.area(shapely.intersection(geoms[i[pairs]], geoms[j[pairs]])).max() < 1e-6
+    # the scene is fully covered: the union's area is still the scene's area
+    scene = grid.width * grid.height * abs(grid.transform.determinant)
+    assert shapely.union_all(geoms).area == pytest.approx(scene, rel=2e-3)
+    np.testing.assert_allclose(simple.area_m2.sum(), raw.area_m2.sum(), rtol=2e-3)
+
+
+@pytest.mark.parametrize("ext", list(FORMATS))
+def test_every_format_round_trips(ext: str, hag: tuple[np.ndarray, GridBox],
+                                  tmp_path: Path) -> None:  # fmt: skip
+    classes, grid = hag
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=128)
+    paths = write_vectors(gdf, tmp_path / f"polygons{ext}", layer="polygons")
+    if ext == ".shp":
+        assert {p.suffix for p in paths} == {".shp", ".shx", ".dbf", ".prj", ".cpg"}
+    else:
+        assert paths == [tmp_path / f"polygons{ext}"]
+    back = gpd.read_parquet(paths[0]) if ext == ".parquet" else gpd.read_file(paths[-1])
+    assert list(back.columns) == COLUMNS and back.crs == grid.crs and len(back) == len(gdf)
+    np.testing.assert_array_equal(back.class_id, gdf.class_id)
+    assert (back.class_name == gdf.class_name).all()
+    np.testing.assert_allclose(back.area_m2, gdf.area_m2, rtol=1e-12)
+    assert shapely.equals(back.geometry.values, gdf.geometry.values).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_shapefile_field_names_and_replacement(hag: tuple[np.ndarray, GridBox],
+                                               tmp_path: Path) -> None:  # fmt: skip
+    classes, grid = hag
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=128).head(20)
+    gdf["confidence_mean"] = 0.5
+    gdf["confidence_max"] = 1.0
+    (tmp_path / "p.qix").write_text("stale spatial index")
+    write_vectors(gdf, tmp_path / "p.shp")
+    back = gpd.read_file(tmp_path / "p.shp")
+    assert list(back.columns) == [*COLUMNS[:3], "confidenc", "confiden_1", "geometry"] or \
+        list(back.columns) == [*COLUMNS[:3], "confidence", "confiden_1", "geometry"]  # fmt: skip
+    assert not (tmp_path / "p.qix").exists()
+    # replacing with fewer rows: every part is replaced together
+    write_vectors(gdf.head(3), tmp_path / "p.shp")
+    assert len(gpd.read_file(tmp_path / "p.shp")) == 3
+
+
+def test_write_errors_name_the_file_and_leave_nothing(hag: tuple[np.ndarray, GridBox],
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    classes, grid = hag
+    gdf = polygonize(reader(classes), grid, CLASSES, chunk=256).head(5)
+    with pytest.raises(OutputError, match=r"x\.geojson.*\.gpkg.*\.shp.*\.parquet.*\.fgb"):
+        write_vectors(gdf, tmp_path / "x.geojson")
+    with pytest.raises(OutputError, match="missing"):
+        write_vectors(gdf, tmp_path / "missing" / "x.gpkg")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="not a folder"):
+        write_vectors(gdf, tmp_path / "file" / "x.gpkg")
+    bad = gdf.assign(geometry=None).set_geometry("geometry")
+    bad["obj"] = [object()] * len(bad)  # a column no driver can store
+    with pytest.raises(OutputError, match=r"y\.gpkg"):
+        write_vectors(bad, tmp_path / "y.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
