@@ -62,16 +62,15 @@ def child(arch: str, kwargs: dict, classes: int, a: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     device = torch.device(a.device)
     mods = {"image": 3, **EXTRA_MODALITY.get(arch, {})}
-    rss0 = psutil.Process().memory_info().rss
-    model = create(arch, mods, classes, **kwargs).eval()
-    if hasattr(model, "enable_training_parts"):
-        model.enable_training_parts()
-    named = list(model.named_parameters())
-    n_params = sum(p.numel() for n, p in named if not n.startswith(model.training_only))
+    with torch.device("meta"):  # count parameters without allocating them
+        counted = create(arch, mods, classes, **kwargs)
+        if hasattr(counted, "enable_training_parts"):
+            counted.enable_training_parts()
+    named = list(counted.named_parameters())
+    n_params = sum(p.numel() for n, p in named if not n.startswith(counted.training_only))
     n_train = sum(p.numel() for _, p in named) - n_params
-    if hasattr(model, "momentum_backbone"):  # measure inference as a loaded bundle would run
-        model = create(arch, mods, classes, **kwargs).eval()
-    model.to(device)
+    rss0 = psutil.Process().memory_info().rss
+    model = create(arch, mods, classes, **kwargs).eval().to(device)  # as a loaded bundle runs
     x = {m: torch.randn(a.batch, n, a.size, a.size, device=device) for m, n in mods.items()}
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null()
 

@@ -47,6 +47,7 @@ def cli(verbose: bool) -> None:
 @click.option("--batch", type=int, default=4, show_default=True, help="Tiles per model call.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (autocast).")
 @click.option("--workers", type=int, default=None, help="Parallel chunk tasks (<= cores).")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Autocast on CUDA.")
 @click.option("--probabilities", is_flag=True, help="Also write per-class probability COG.")
 @click.option("--no-confidence", is_flag=True, help="Skip the confidence COG.")
 @click.option("--vector", type=click.Choice(["gpkg", "shp", "parquet", "fgb", "none"]),

@@ -30,9 +30,10 @@ class EngineSpec:
     digest: str
     device: str
     threads: int
+    amp: bool = True
 
     def __dask_tokenize__(self) -> tuple:
-        return ("EngineSpec", self.digest, self.device, self.threads)
+        return ("EngineSpec", self.digest, self.device, self.threads, self.amp)
 
 
 class EngineCache:
@@ -49,7 +50,8 @@ class EngineCache:
             if key not in self._engines:
                 if spec.threads:
                     torch.set_num_threads(spec.threads)
-                self._engines[key] = open_engine(spec.bundle, spec.device, max(1, spec.threads))
+                self._engines[key] = open_engine(spec.bundle, spec.device,
+                                                  max(1, spec.threads), spec.amp)
                 self.loads += 1
                 log.info("loaded model %s on %s", spec.bundle, spec.device)
             return self._engines[key]
@@ -97,7 +99,7 @@ def run_threads(graph: dict, keys: list, workers: int,
     from dask.callbacks import Callback
 
     class _Progress(Callback):
-        def _posttask(self, key, result, dsk, state, id):  # noqa: ANN001, A002
+        def _posttask(self, key, result, dsk, state, id):
             if on_done is not None and isinstance(key, tuple) and key[0] == "finish":
                 on_done(key)
 

@@ -92,7 +92,8 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def open_engine(model: str | Path, device: str = "cpu", threads: int = 1):  # noqa: ANN201
+def open_engine(model: str | Path, device: str = "cpu", threads: int = 1,
+                amp: bool = True):  # fmt: skip
     """An engine for a bundle folder (torch) or an ``.onnx`` file (ONNX Runtime, CPU)."""
     if is_onnx(model):
         from geoseg.onnx import OnnxEngine
@@ -100,18 +101,21 @@ def open_engine(model: str | Path, device: str = "cpu", threads: int = 1):  # no
         if device != "cpu":
             raise InputError("ONNX models run on the CPU here (onnxruntime); use --device cpu")
         return OnnxEngine(model, threads)
-    return Engine(load_bundle(model, device), device)
+    return Engine(load_bundle(model, device), device, amp=amp)
 
 
 class Engine:
     """Normalisation + batched forward + softmax for one bundle on one device."""
 
-    def __init__(self, bundle: Bundle, device: str = "cpu"):
+    def __init__(self, bundle: Bundle, device: str = "cpu", amp: bool = True):
         self.bundle = bundle
         self.card = bundle.card
         self.device = resolve_device(device)
         self.model = bundle.model.to(self.device).eval()
         self.cuda = self.device.type == "cuda"
+        # bf16 where supported (no overflow), else fp16
+        self.amp_dtype = (torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported()
+                          else torch.float16) if amp else None  # fmt: skip
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -134,7 +138,10 @@ class Engine:
                 k: torch.from_numpy(v).pin_memory().to(self.device, non_blocking=True)
                 for k, v in batch.items()
             }
-            with torch.autocast("cuda", dtype=torch.float16):
+            if self.amp_dtype is not None:
+                with torch.autocast("cuda", dtype=self.amp_dtype):
+                    logits = self.model(x)
+            else:
                 logits = self.model(x)
             probs = torch.softmax(logits.float(), dim=1)
         else:

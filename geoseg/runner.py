@@ -40,6 +40,7 @@ class PredictOptions(StrictModel):
     chunk: int = Field(2048, ge=16, description="output chunk size in pixels")
     batch: int = Field(4, ge=1)
     device: str = "cpu"
+    amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")
     workers: int | None = Field(None, ge=1, description="parallel chunk tasks (default: 1)")
     bands: Sequence[int | str] | None = None
     modality_bands: Mapping[str, Sequence[int | str]] = Field(default_factory=dict)
@@ -96,7 +97,7 @@ def run_id(scene: Scene, digest: str, plan: TilePlan, opts: PredictOptions, devi
         st = os.stat(mod.path) if os.path.exists(mod.path) else None
         h.update(f"{os.path.abspath(mod.path)}|{st and st.st_size}|{st and st.st_mtime_ns}|"
                  f"{mod.bands}|{mod.resampling}".encode())  # fmt: skip
-    h.update(f"{digest}|{plan.tile}|{plan.overlap}|{plan.chunk}|{opts.probabilities}|"
+    h.update(f"{digest}|{plan.tile}|{plan.overlap}|{plan.chunk}|{opts.probabilities}|{opts.amp}|"
              f"{torch.device(device).type}".encode())  # fmt: skip
     stem = Path(scene.reference.path).stem
     return f"{stem}-{h.hexdigest()[:12]}"
@@ -175,7 +176,7 @@ def predict(
     engine = None
     if pending and not opts.scheduler:
         with timer.clock("load_model"):
-            engine = open_engine(model, opts.device, threads)
+            engine = open_engine(model, opts.device, threads, opts.amp)
     job = ChunkJob(scene=scene, plan=plan, batch=opts.batch,
                    class_ids=np.array([c.id for c in card.classes], np.uint8),
                    probabilities=opts.probabilities)  # fmt: skip
@@ -212,7 +213,7 @@ def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: 
     """Run the chunk graph on a dask.distributed cluster (workers share the tile store)."""
     from geoseg.cluster import EngineSpec, open_client, run_distributed
 
-    spec = EngineSpec(str(Path(model).resolve()), digest, opts.device, threads=0)
+    spec = EngineSpec(str(Path(model).resolve()), digest, opts.device, threads=0, amp=opts.amp)
     client = open_client(str(opts.scheduler), workers)
     bar.write(f"dask dashboard: {client.dashboard_link}")
     try:
@@ -278,7 +279,7 @@ def _write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[
 
 
 def _report(image, model, card, digest, scene, plan, opts, rid, paths, stats, done_before,
-            workers, threads, timer, wall) -> dict[str, Any]:  # noqa: ANN001
+            workers, threads, timer, wall) -> dict[str, Any]:
     names = {str(c.id): c.name for c in card.classes}
     pixels: dict[str, int] = {}
     areas: dict[str, float] = {}
