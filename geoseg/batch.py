@@ -95,22 +95,21 @@ class BatchReport:
             lines.append(f"- merged polygons: `{self.merged_vectors}`")
         lines += [f"- mosaic: `{m}`" for m in self.mosaics]
         lines += [f"- problem: {p}" for p in self.problems]
-        head = ["scene", "split", "status", "time (s)", "valid px", *(f"{n} (km²)" for n in names),
+        head = ["scene", "split", "status", "time (s)", "valid px", *(f"{n} area" for n in names),
                 "error"]  # fmt: skip
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in self.scenes:
-            areas = [_km2(s.classes.get(n, {}).get("area_m2")) for n in names]
+            areas = [_area(s.classes.get(n, {}).get("area_m2")) for n in names]
             err = (s.error or "").replace("|", "\\|")
             lines.append(f"| {s.id} | {s.split or '-'} | {s.status} | {s.seconds:.1f} | "
                          f"{s.valid_pixels} | " + " | ".join([*areas, err]) + " |")  # fmt: skip
         return "\n".join(lines) + "\n"
 
 
-def _km2(v: float | None) -> str:
+def _area(v: float | None) -> str:
     if v is None:
         return ""
-    km2 = v / 1e6
-    return f"{km2:,.2f}" if km2 >= 1 else f"{km2:.4g}"
+    return f"{v / 1e6:,.2f} km²" if v >= 1e5 else f"{v:,.1f} m²"
 
 
 def scene_inputs(scene: CatalogScene, card: ModelCard, options: PredictOptions
@@ -212,9 +211,9 @@ def _predict_scene(scene: CatalogScene, card: ModelCard, model: str | Path, out:
     scene_dir = out / scene.id
     try:
         image, extra, sopts = scene_inputs(scene, card, opts)
-        report_path = scene_dir / f"{Path(image).stem}_report.json"
+        report_path = scene_dir / f"{scene.id}_report.json"
         before = report_path.stat().st_mtime_ns if report_path.exists() else None
-        rep = predict(image, model, scene_dir, extra, sopts)
+        rep = predict(image, model, scene_dir, extra, sopts, name=scene.id)
     except Exception as exc:
         msg = _one_line(exc)
         log.error("scene %s failed: %s", scene.id, msg)
@@ -336,6 +335,10 @@ def mosaic_scenes(results: Iterable[SceneResult], out: Path) -> list[Path]:
             _stamp(target, key)
             log.info("mosaic %s from %d scenes", target, len(group))
         written.append(target)
+    for old in out.glob("mosaic_*.tif"):  # groups of an earlier run that no longer exist
+        if old not in written:
+            old.unlink(missing_ok=True)
+            _stamp_path(old).unlink(missing_ok=True)
     return written
 
 

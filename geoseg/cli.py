@@ -160,7 +160,7 @@ def model_init(arch: str, bands: int, classes: int, modality: tuple[str, ...], e
 def main() -> None:
     """Entry point: GeosegError -> one line on stderr, exit code 2."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("geoseg: aborted", err=True)
         sys.exit(130)
@@ -173,6 +173,16 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("geoseg: interrupted; re-run the same command to resume", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _register_commands() -> None:
+    from geoseg import cli_catalog
+
+    cli_catalog.register(cli)
+
+
+_register_commands()
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ class Pipeline:
         names = [s.name for s in steps]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
-            raise ConfigError(f"{path}: two steps are named {dup!r}; give each a unique name:")
+            raise ConfigError(f"{path}: two steps are named {dup!r}; give each a unique name: key")
         return cls(spec, steps, path.resolve())
 
     def context(self, workdir: str | Path | None = None, progress: bool | None = None

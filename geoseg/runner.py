@@ -135,8 +135,12 @@ def predict(
     out_dir: str | Path,
     modalities: Mapping[str, str | Path] | None = None,
     options: PredictOptions | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Predict a scene with a bundle; returns the run report (also written as JSON)."""
+    """Predict a scene with a bundle; returns the run report (also written as JSON).
+
+    Outputs are named ``<name>_classes.tif`` etc.; ``name`` defaults to the image's stem.
+    """
     opts = options or PredictOptions()
     t_start = time.perf_counter()
     card = read_model_card(model)
@@ -149,7 +153,7 @@ def predict(
     plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, opts.chunk)
     out_dir = Path(out_dir)
     check_writable(out_dir)
-    stem = Path(image).stem
+    stem = name or Path(image).stem
     paths = output_paths(out_dir, stem, opts)
     digest = model_digest(model)
     rid = run_id(scene, digest, plan, opts, opts.device)

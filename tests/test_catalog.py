@@ -303,6 +303,8 @@ def test_scene_open_errors_name_the_scene() -> None:
 
 
 def test_example_catalogs_parse() -> None:
-    for path in sorted((REPO / "catalogs").glob("*.yaml")):
-        cat = load_catalog(path)
-        assert len(cat) >= 1, path
+    paths = sorted((REPO / "catalogs").glob("*.yaml")) + sorted((REPO / "catalogs").glob("*.json"))
+    for path in paths:
+        assert len(load_catalog(path)) >= 1, path
+    stac = load_catalog(REPO / "catalogs" / "vendored-stac.json")
+    assert stac.scenes == load_catalog(REPO / "catalogs" / "vendored.yaml").scenes

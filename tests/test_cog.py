@@ -36,7 +36,7 @@ def classes(rgb: tuple[np.ndarray, GridBox]) -> np.ndarray:
     return out
 
 
-def reader(arr: np.ndarray, nodata: int | None = None):  # noqa: ANN201
+def reader(arr: np.ndarray, nodata: int | None = None):
     """Block reader over an in-memory array; None for all-nodata windows (like the store)."""
 
     def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
@@ -54,8 +54,17 @@ def test_class_cog_is_valid_with_colours_overviews_and_nodata(
     tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray
 ) -> None:
     _, grid = rgb
-    out = write_cog(tmp_path / "classes.tif", grid, reader(classes, 255), count=1, dtype="uint8",
-                    nodata=255, block=256, colormap=COLORS, descriptions=["class"])  # fmt: skip
+    out = write_cog(
+        tmp_path / "classes.tif",
+        grid,
+        reader(classes, 255),
+        count=1,
+        dtype="uint8",
+        nodata=255,
+        block=256,
+        colormap=COLORS,
+        descriptions=["class"],
+    )
     info = cog_info(out)
     assert info["is_valid"], info["errors"]
     assert info["colormap"] and info["overviews"] == [2, 4]
@@ -76,9 +85,17 @@ def test_class_cog_is_valid_with_colours_overviews_and_nodata(
 
 def test_multiband_average_cog_round_trips(tmp_path: Path, rgb: tuple[np.ndarray, GridBox]) -> None:
     data, grid = rgb
-    out = write_cog(tmp_path / "rgb.tif", grid, reader(data), count=3, dtype="uint8", nodata=0,
-                    descriptions=["red", "green", "blue"], overview_resampling="average",
-                    tags={"geoseg": "test"})  # fmt: skip
+    out = write_cog(
+        tmp_path / "rgb.tif",
+        grid,
+        reader(data),
+        count=3,
+        dtype="uint8",
+        nodata=0,
+        descriptions=["red", "green", "blue"],
+        overview_resampling="average",
+        tags={"geoseg": "test"},
+    )
     info = cog_info(out)
     assert info["is_valid"], info["errors"]
     assert info["overviews"] == [2] and info["descriptions"] == ["red", "green", "blue"]
@@ -87,22 +104,39 @@ def test_multiband_average_cog_round_trips(tmp_path: Path, rgb: tuple[np.ndarray
         np.testing.assert_array_equal(ds.read(), data)
 
 
-def test_all_nodata_blocks_give_a_nodata_cog(tmp_path: Path, rgb: tuple[np.ndarray, GridBox]) -> None:
+def test_all_nodata_blocks_give_a_nodata_cog(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox]
+) -> None:
     _, grid = rgb
-    out = write_cog(tmp_path / "empty.tif", grid, lambda *w: None, count=1, dtype="uint8",
-                    nodata=255, colormap=COLORS)  # fmt: skip
+    out = write_cog(
+        tmp_path / "empty.tif",
+        grid,
+        lambda *w: None,
+        count=1,
+        dtype="uint8",
+        nodata=255,
+        colormap=COLORS,
+    )
     assert cog_info(out)["is_valid"]
     with rasterio.open(out) as ds:
         assert (ds.read(1) == 255).all()
 
 
-def test_tiny_raster_smaller_than_one_block(tmp_path: Path, rgb: tuple[np.ndarray, GridBox],
-                                            classes: np.ndarray) -> None:  # fmt: skip
+def test_tiny_raster_smaller_than_one_block(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray
+) -> None:
     _, grid = rgb
     tiny = grid.window(300, 320, 400, 430)  # 20 x 30 px
     part = classes[300:320, 400:430]
-    out = write_cog(tmp_path / "tiny.tif", tiny, reader(part), count=1, dtype="uint8",
-                    nodata=255, colormap=COLORS)  # fmt: skip
+    out = write_cog(
+        tmp_path / "tiny.tif",
+        tiny,
+        reader(part),
+        count=1,
+        dtype="uint8",
+        nodata=255,
+        colormap=COLORS,
+    )
     info = cog_info(out)
     assert info["is_valid"] and info["shape"] == (20, 30) and info["overviews"] == []
     with rasterio.open(out) as ds:
@@ -110,8 +144,9 @@ def test_tiny_raster_smaller_than_one_block(tmp_path: Path, rgb: tuple[np.ndarra
         np.testing.assert_array_equal(ds.read(1), part)
 
 
-def test_block_cache_is_capped_during_the_write(tmp_path: Path, rgb: tuple[np.ndarray, GridBox],
-                                               classes: np.ndarray) -> None:  # fmt: skip
+def test_block_cache_is_capped_during_the_write(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray
+) -> None:
     _, grid = rgb
     seen = []
 
@@ -125,8 +160,9 @@ def test_block_cache_is_capped_during_the_write(tmp_path: Path, rgb: tuple[np.nd
 
 
 @pytest.mark.parametrize("where", ["missing", "file"])
-def test_unwritable_destination_raises_output_error(tmp_path: Path, where: str,
-                                                    rgb: tuple[np.ndarray, GridBox]) -> None:  # fmt: skip
+def test_unwritable_destination_raises_output_error(
+    tmp_path: Path, where: str, rgb: tuple[np.ndarray, GridBox]
+) -> None:
     _, grid = rgb
     parent = tmp_path / "nope"
     if where == "file":
@@ -137,12 +173,13 @@ def test_unwritable_destination_raises_output_error(tmp_path: Path, where: str,
 
 
 def test_gdal_failure_leaves_nothing_and_keeps_the_previous_file(
-    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray,
+    tmp_path: Path,
+    rgb: tuple[np.ndarray, GridBox],
+    classes: np.ndarray,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     _, grid = rgb
-    out = write_cog(tmp_path / "c.tif", grid, reader(classes), count=1, dtype="uint8",
-                    nodata=255)  # fmt: skip
+    out = write_cog(tmp_path / "c.tif", grid, reader(classes), count=1, dtype="uint8", nodata=255)
     before = out.read_bytes()
 
     def broken_copy(*args: object, **kwargs: object) -> None:
@@ -155,8 +192,9 @@ def test_gdal_failure_leaves_nothing_and_keeps_the_previous_file(
     assert leftovers(tmp_path) == []
 
 
-def test_reader_errors_propagate_and_leave_nothing(tmp_path: Path, rgb: tuple[np.ndarray, GridBox],
-                                                  classes: np.ndarray) -> None:  # fmt: skip
+def test_reader_errors_propagate_and_leave_nothing(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray
+) -> None:
     _, grid = rgb
 
     def failing(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
@@ -167,19 +205,40 @@ def test_reader_errors_propagate_and_leave_nothing(tmp_path: Path, rgb: tuple[np
     with pytest.raises(RuntimeError, match="tile store"):
         write_cog(tmp_path / "c.tif", grid, failing, count=1, dtype="uint8", nodata=255, block=256)
     with pytest.raises(ValueError, match="shape"):
-        write_cog(tmp_path / "c.tif", grid, lambda *w: np.zeros((5, 5), "uint8"), count=1,
-                  dtype="uint8", nodata=255)  # fmt: skip
+        write_cog(
+            tmp_path / "c.tif",
+            grid,
+            lambda *w: np.zeros((5, 5), "uint8"),
+            count=1,
+            dtype="uint8",
+            nodata=255,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_argument_errors(tmp_path: Path, rgb: tuple[np.ndarray, GridBox]) -> None:
     _, grid = rgb
     with pytest.raises(ValueError, match="multiple of 16"):
-        write_cog(tmp_path / "a.tif", grid, lambda *w: None, count=1, dtype="uint8", nodata=255,
-                  block=100)  # fmt: skip
+        write_cog(
+            tmp_path / "a.tif", grid, lambda *w: None, count=1, dtype="uint8", nodata=255, block=100
+        )
     with pytest.raises(ValueError, match="colour table"):
-        write_cog(tmp_path / "a.tif", grid, lambda *w: None, count=2, dtype="uint8", nodata=255,
-                  colormap=COLORS)  # fmt: skip
+        write_cog(
+            tmp_path / "a.tif",
+            grid,
+            lambda *w: None,
+            count=2,
+            dtype="uint8",
+            nodata=255,
+            colormap=COLORS,
+        )
     with pytest.raises(ValueError, match="overview_resampling"):
-        write_cog(tmp_path / "a.tif", grid, lambda *w: None, count=1, dtype="uint8", nodata=255,
-                  overview_resampling="median-ish")  # fmt: skip
+        write_cog(
+            tmp_path / "a.tif",
+            grid,
+            lambda *w: None,
+            count=1,
+            dtype="uint8",
+            nodata=255,
+            overview_resampling="median-ish",
+        )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 import shapely
@@ -21,10 +22,12 @@ from geoseg.io.vectors import FORMATS, polygonize, write_vectors
 
 from .conftest import DATA, RGB
 
-CLASSES = [ClassInfo(id=0, name="ground", color="#a0a0a0"),
-           ClassInfo(id=1, name="low vegetation", color="#90ee90"),
-           ClassInfo(id=2, name="trees", color="#228b22"),
-           ClassInfo(id=3, name="tall", color="#ff0000")]  # fmt: skip
+CLASSES = [
+    ClassInfo(id=0, name="ground", color="#a0a0a0"),
+    ClassInfo(id=1, name="low vegetation", color="#90ee90"),
+    ClassInfo(id=2, name="trees", color="#228b22"),
+    ClassInfo(id=3, name="tall", color="#ff0000"),
+]
 COLUMNS = ["class_id", "class_name", "area_m2", "geometry"]
 
 
@@ -46,7 +49,13 @@ def hag() -> tuple[np.ndarray, GridBox]:
     return np.digitize(heights, [1.0, 3.0, 10.0]).astype(np.uint8), grid
 
 
-def reader(arr: np.ndarray, nodata: int = 255):  # noqa: ANN201
+@pytest.fixture(scope="module")
+def rgb_polygons(rgb: tuple[np.ndarray, GridBox]) -> gpd.GeoDataFrame:
+    classes, grid = rgb
+    return polygonize(reader(classes), grid, CLASSES, chunk=100)
+
+
+def reader(arr: np.ndarray, nodata: int = 255):
     def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
         win = arr[r0:r1, c0:c1]
         return None if (win == nodata).all() else win
@@ -55,8 +64,13 @@ def reader(arr: np.ndarray, nodata: int = 255):  # noqa: ANN201
 
 
 def rasterised(gdf: gpd.GeoDataFrame, grid: GridBox) -> np.ndarray:
-    return rasterize(zip(gdf.geometry, gdf.class_id, strict=True), out_shape=grid.shape,
-                     transform=grid.transform, fill=255, dtype="uint8")  # fmt: skip
+    return rasterize(
+        zip(gdf.geometry, gdf.class_id, strict=True),
+        out_shape=grid.shape,
+        transform=grid.transform,
+        fill=255,
+        dtype="uint8",
+    )
 
 
 def in_raster_order(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -72,10 +86,14 @@ def geodesic_areas(gdf: gpd.GeoDataFrame, step: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["rgb", "hag"])
-def test_polygons_rasterised_back_reproduce_the_class_raster(name: str,
-                                                             request: pytest.FixtureRequest) -> None:  # fmt: skip
+def test_polygons_rasterised_back_reproduce_the_class_raster(
+    name: str, request: pytest.FixtureRequest
+) -> None:
     classes, grid = request.getfixturevalue(name)
-    gdf = polygonize(reader(classes), grid, CLASSES, chunk=100)
+    if name == "rgb":
+        gdf = request.getfixturevalue("rgb_polygons")
+    else:
+        gdf = polygonize(reader(classes), grid, CLASSES, chunk=100)
     assert list(gdf.columns) == COLUMNS and gdf.crs == grid.crs
     assert gdf.class_id.dtype == np.int32 and gdf.area_m2.dtype == np.float64
     assert (gdf.geom_type == "Polygon").all() and gdf.is_valid.all()
@@ -84,12 +102,18 @@ def test_polygons_rasterised_back_reproduce_the_class_raster(name: str,
     assert (gdf.class_name == gdf.class_id.map(names)).all()
 
 
-def test_polygon_set_does_not_depend_on_the_chunk_size(rgb: tuple[np.ndarray, GridBox]) -> None:
+def test_polygon_set_does_not_depend_on_the_chunk_size(
+    rgb: tuple[np.ndarray, GridBox], rgb_polygons: gpd.GeoDataFrame
+) -> None:
     classes, grid = rgb
     whole = polygonize(reader(classes), grid, CLASSES, chunk=max(grid.shape))
     assert len(whole) > 10_000  # a realistic, fragmented layer
     for chunk in (64, 100, 257):
-        got = polygonize(reader(classes), grid, CLASSES, chunk=chunk)
+        got = (
+            rgb_polygons
+            if chunk == 100
+            else polygonize(reader(classes), grid, CLASSES, chunk=chunk)
+        )
         assert len(got) == len(whole)
         np.testing.assert_array_equal(got.class_id, whole.class_id)
         np.testing.assert_array_equal(got.area_m2, whole.area_m2)
@@ -97,19 +121,24 @@ def test_polygon_set_does_not_depend_on_the_chunk_size(rgb: tuple[np.ndarray, Gr
         assert shapely.equals_exact(got.geometry.values, whole.geometry.values, tolerance=0).all()
 
 
-def test_no_polygon_over_nodata(rgb: tuple[np.ndarray, GridBox]) -> None:
+def test_no_polygon_over_nodata(
+    rgb: tuple[np.ndarray, GridBox], rgb_polygons: gpd.GeoDataFrame
+) -> None:
     classes, grid = rgb
-    gdf = polygonize(reader(classes), grid, CLASSES, chunk=128)
+    gdf = rgb_polygons
     nodata = classes == 255
     assert nodata.mean() > 0.3
-    assert (rasterize(gdf.geometry, out_shape=grid.shape, transform=grid.transform)[nodata] == 0).all()
+    assert (
+        rasterize(gdf.geometry, out_shape=grid.shape, transform=grid.transform)[nodata] == 0
+    ).all()
     # polygons cover exactly the valid pixels: planar areas add up to their count
     px = abs(grid.transform.determinant)
     assert gdf.area.sum() == pytest.approx((~nodata).sum() * px, rel=1e-9)
 
 
-def test_all_nodata_scene_gives_an_empty_layer(rgb: tuple[np.ndarray, GridBox],
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_all_nodata_scene_gives_an_empty_layer(
+    rgb: tuple[np.ndarray, GridBox], tmp_path: Path
+) -> None:
     _, grid = rgb
     gdf = polygonize(lambda *w: None, grid, CLASSES)
     assert len(gdf) == 0 and list(gdf.columns) == COLUMNS and gdf.crs == grid.crs
@@ -128,14 +157,18 @@ def test_ground_areas_in_a_projected_crs(hag: tuple[np.ndarray, GridBox]) -> Non
     assert not np.allclose(gdf.area_m2, gdf.area, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize(("crs", "transform"), [
-    # geographic, around latitude 60: 0.001° x 0.0005° pixels (~56 m square)
-    ("EPSG:4326", Affine(0.001, 0, 10.0, 0, -0.0005, 60.1)),
-    # Web Mercator at latitude 60: planar areas are ~4x the ground areas there
-    ("EPSG:3857", Affine(100.0, 0, 1_113_195.0, 0, -100.0, 8_399_737.0)),
-])  # fmt: skip
-def test_ground_areas_in_geographic_and_web_mercator_crs(hag: tuple[np.ndarray, GridBox],
-                                                         crs: str, transform: Affine) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("crs", "transform"),
+    [
+        # geographic, around latitude 60: 0.001° x 0.0005° pixels (~56 m square)
+        ("EPSG:4326", Affine(0.001, 0, 10.0, 0, -0.0005, 60.1)),
+        # Web Mercator at latitude 60: planar areas are ~4x the ground areas there
+        ("EPSG:3857", Affine(100.0, 0, 1_113_195.0, 0, -100.0, 8_399_737.0)),
+    ],
+)
+def test_ground_areas_in_geographic_and_web_mercator_crs(
+    hag: tuple[np.ndarray, GridBox], crs: str, transform: Affine
+) -> None:
     classes, _ = hag
     grid = GridBox(*classes.shape, transform, CRS.from_user_input(crs))
     gdf = polygonize(reader(classes), grid, CLASSES, chunk=100)
@@ -148,9 +181,18 @@ def test_ground_areas_in_geographic_and_web_mercator_crs(hag: tuple[np.ndarray, 
         assert ratio == pytest.approx(111_400 * 55_800, rel=0.01)
 
 
-def test_min_area_drops_small_polygons(rgb: tuple[np.ndarray, GridBox]) -> None:
+def test_without_crs_areas_are_unknown(hag: tuple[np.ndarray, GridBox]) -> None:
+    classes, grid = hag
+    bare = GridBox(grid.height, grid.width, grid.transform, None)
+    gdf = polygonize(reader(classes), bare, CLASSES, chunk=128, min_area=100.0)
+    assert gdf.crs is None and len(gdf) and gdf.area_m2.isna().all()  # nothing dropped either
+
+
+def test_min_area_drops_small_polygons(
+    rgb: tuple[np.ndarray, GridBox], rgb_polygons: gpd.GeoDataFrame
+) -> None:
     classes, grid = rgb
-    full = polygonize(reader(classes), grid, CLASSES, chunk=256)
+    full = rgb_polygons
     limit = 5 * 300.0 * 300.0  # five 300 m pixels
     big = polygonize(reader(classes), grid, CLASSES, chunk=256, min_area=limit)
     assert 0 < len(big) < len(full) / 2
@@ -185,8 +227,9 @@ def test_simplification_keeps_a_gapless_coverage(hag: tuple[np.ndarray, GridBox]
 
 
 @pytest.mark.parametrize("ext", list(FORMATS))
-def test_every_format_round_trips(ext: str, hag: tuple[np.ndarray, GridBox],
-                                  tmp_path: Path) -> None:  # fmt: skip
+def test_every_format_round_trips(
+    ext: str, hag: tuple[np.ndarray, GridBox], tmp_path: Path
+) -> None:
     classes, grid = hag
     gdf = polygonize(reader(classes), grid, CLASSES, chunk=128)
     paths = write_vectors(gdf, tmp_path / f"polygons{ext}", layer="polygons")
@@ -205,8 +248,9 @@ def test_every_format_round_trips(ext: str, hag: tuple[np.ndarray, GridBox],
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
 
 
-def test_shapefile_field_names_and_replacement(hag: tuple[np.ndarray, GridBox],
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_shapefile_field_names_and_replacement(
+    hag: tuple[np.ndarray, GridBox], tmp_path: Path
+) -> None:
     classes, grid = hag
     gdf = polygonize(reader(classes), grid, CLASSES, chunk=128).head(20)
     gdf["confidence_mean"] = 0.5
@@ -214,16 +258,16 @@ def test_shapefile_field_names_and_replacement(hag: tuple[np.ndarray, GridBox],
     (tmp_path / "p.qix").write_text("stale spatial index")
     write_vectors(gdf, tmp_path / "p.shp")
     back = gpd.read_file(tmp_path / "p.shp")
-    assert list(back.columns) == [*COLUMNS[:3], "confidenc", "confiden_1", "geometry"] or \
-        list(back.columns) == [*COLUMNS[:3], "confidence", "confiden_1", "geometry"]  # fmt: skip
+    assert list(back.columns) == [*COLUMNS[:3], "confidence", "confiden_1", "geometry"]
     assert not (tmp_path / "p.qix").exists()
     # replacing with fewer rows: every part is replaced together
     write_vectors(gdf.head(3), tmp_path / "p.shp")
     assert len(gpd.read_file(tmp_path / "p.shp")) == 3
 
 
-def test_write_errors_name_the_file_and_leave_nothing(hag: tuple[np.ndarray, GridBox],
-                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_write_errors_name_the_file_and_leave_nothing(
+    hag: tuple[np.ndarray, GridBox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     classes, grid = hag
     gdf = polygonize(reader(classes), grid, CLASSES, chunk=256).head(5)
     with pytest.raises(OutputError, match=r"x\.geojson.*\.gpkg.*\.shp.*\.parquet.*\.fgb"):
@@ -233,8 +277,18 @@ def test_write_errors_name_the_file_and_leave_nothing(hag: tuple[np.ndarray, Gri
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputError, match="not a folder"):
         write_vectors(gdf, tmp_path / "file" / "x.gpkg")
-    bad = gdf.assign(geometry=None).set_geometry("geometry")
-    bad["obj"] = [object()] * len(bad)  # a column no driver can store
-    with pytest.raises(OutputError, match=r"y\.gpkg"):
-        write_vectors(bad, tmp_path / "y.gpkg")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    write_vectors(gdf, tmp_path / "kept.gpkg")
+    before = (tmp_path / "kept.gpkg").read_bytes()
+
+    def disk_full(df: object, path: Path, **kwargs: object) -> None:
+        Path(path).write_bytes(b"half a file")
+        if str(kwargs.get("driver")) == "ESRI Shapefile":
+            Path(path).with_suffix(".dbf").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pyogrio, "write_dataframe", disk_full)
+    for name in ("kept.gpkg", "y.fgb", "y.shp"):
+        with pytest.raises(OutputError, match=rf"{name.replace('.', '[.]')}.*No space left"):
+            write_vectors(gdf, tmp_path / name)
+    assert (tmp_path / "kept.gpkg").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "kept.gpkg"]

@@ -7,6 +7,7 @@ final name, and the rename stays on one file system (atomic).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -23,13 +24,16 @@ def writable_folder(path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     folder = target.parent
     if not folder.exists():
-        raise OutputError(f"{target}: folder {folder} does not exist; create it or choose "
-                          "another output folder")  # fmt: skip
+        raise OutputError(
+            f"{target}: folder {folder} does not exist; create it or choose another output folder"
+        )
     if not folder.is_dir():
         raise OutputError(f"{target}: {folder} is not a folder; choose another output folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{target}: folder {folder} is not writable; fix its permissions or "
-                          "choose another output folder")  # fmt: skip
+        raise OutputError(
+            f"{target}: folder {folder} is not writable; fix its permissions or "
+            "choose another output folder"
+        )
     return folder
 
 
@@ -41,7 +45,7 @@ def temp_sibling(path: Path, suffix: str) -> Path:
 def remove_quietly(*paths: Path) -> None:
     """Delete temporary files, ignoring those already gone."""
     for p in paths:
-        try:
+        # a directory or a vanished mount: nothing more can be done, the error that led
+        # here is the one to report
+        with contextlib.suppress(OSError):
             p.unlink(missing_ok=True)
-        except OSError:  # a directory or a vanished mount: nothing more we can do
-            pass

@@ -8,6 +8,7 @@ No whole-scene array exists at any point, and GDAL's block cache is capped durin
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,8 +28,13 @@ from geoseg.io import remove_quietly, temp_sibling, writable_folder
 BlockReader = Callable[[int, int, int, int], "np.ndarray | None"]
 
 #: Overview resampling names accepted by ``write_cog`` (GDAL names in upper case).
-RESAMPLING = {"mode": "MODE", "nearest": "NEAREST", "average": "AVERAGE",
-              "bilinear": "BILINEAR", "cubic": "CUBIC"}  # fmt: skip
+RESAMPLING = {
+    "mode": "MODE",
+    "nearest": "NEAREST",
+    "average": "AVERAGE",
+    "bilinear": "BILINEAR",
+    "cubic": "CUBIC",
+}
 #: Categorical resamplings: a predictor would only blur class boundaries into noise.
 _CATEGORICAL = {"mode", "nearest"}
 #: Bounds of GDAL's block cache during a write, MiB. The default cache is 5 % of RAM: on a
@@ -95,28 +101,41 @@ def write_cog(
         # and restores the previous cap on exit
         with rasterio.Env(GDAL_CACHEMAX=int(cache_mb) * 1024 * 1024):
             with _gdal_errors(path, folder):
-                dst = rasterio.open(stream, "w",
-                                    **_stream_profile(grid, count, dtype, nodata, block))
+                dst = rasterio.open(
+                    stream, "w", **_stream_profile(grid, count, dtype, nodata, block)
+                )
             with dst:
-                _stream_blocks(dst, grid, read_block, count, dtype, block, path, folder,
-                               progress)  # fmt: skip
+                _stream_blocks(dst, grid, read_block, count, dtype, block, path, folder, progress)
                 with _gdal_errors(path, folder):
                     _set_metadata(dst, colormap, descriptions, tags, nodata)
             with _gdal_errors(path, folder):
-                rasterio.shutil.copy(stream, partial, driver="COG",
-                                     **_cog_options(block, compress, overview_resampling,
-                                                    dtype, threads))  # fmt: skip
+                rasterio.shutil.copy(
+                    stream,
+                    partial,
+                    driver="COG",
+                    **_cog_options(block, compress, overview_resampling, dtype, threads),
+                )
         with _gdal_errors(path, folder):
             os.replace(partial, path)
     finally:
         # GDAL may leave side files (.aux.xml, .ovr.tmp) beside the temporaries
-        remove_quietly(stream, partial, *folder.glob(f"{stream.name}.*"),
-                       *folder.glob(f"{partial.name}.*"))  # fmt: skip
+        remove_quietly(
+            stream,
+            partial,
+            *folder.glob(f"{glob.escape(stream.name)}.*"),
+            *folder.glob(f"{glob.escape(partial.name)}.*"),
+        )
     return path
 
 
-def _check_args(count: int, dtype: str, block: int, colormap: Mapping | None,
-                descriptions: Sequence[str] | None, resampling: str) -> None:  # fmt: skip
+def _check_args(
+    count: int,
+    dtype: str,
+    block: int,
+    colormap: Mapping | None,
+    descriptions: Sequence[str] | None,
+    resampling: str,
+) -> None:
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if block < 16 or block % 16:
@@ -129,25 +148,47 @@ def _check_args(count: int, dtype: str, block: int, colormap: Mapping | None,
         raise ValueError(f"{len(descriptions)} band descriptions for {count} bands")
 
 
-def _stream_profile(grid: GridBox, count: int, dtype: str, nodata: float | None,
-                    block: int) -> dict[str, Any]:
+def _stream_profile(
+    grid: GridBox, count: int, dtype: str, nodata: float | None, block: int
+) -> dict[str, Any]:
     return {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
-        "dtype": dtype, "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
-        "tiled": True, "blockxsize": block, "blockysize": block, "interleave": "pixel",
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "interleave": "pixel",
         # the temporary file is read once: fast compression keeps its disk use down at little
         # cost; BIGTIFF only when the classic 4 GB limit could be hit
-        "compress": "deflate", "zlevel": 1, "BIGTIFF": "IF_SAFER",
+        "compress": "deflate",
+        "zlevel": 1,
+        "BIGTIFF": "IF_SAFER",
         # blocks reported as all-nodata are never written; GDAL reads them back as nodata
         "SPARSE_OK": True,
-    }  # fmt: skip
+    }
 
 
-def _stream_blocks(dst: Any, grid: GridBox, read_block: BlockReader, count: int, dtype: str,
-                   block: int, path: Path, folder: Path, progress: bool) -> None:  # fmt: skip
+def _stream_blocks(
+    dst: Any,
+    grid: GridBox,
+    read_block: BlockReader,
+    count: int,
+    dtype: str,
+    block: int,
+    path: Path,
+    folder: Path,
+    progress: bool,
+) -> None:
     windows = list(grid.chunks(block))
-    for r0, r1, c0, c1 in tqdm(windows, desc=path.name, unit="block", disable=not progress,
-                               leave=False):  # fmt: skip
+    for r0, r1, c0, c1 in tqdm(
+        windows, desc=path.name, unit="block", disable=not progress, leave=False
+    ):
         data = read_block(r0, r1, c0, c1)  # caller's errors propagate unchanged
         if data is None:
             continue
@@ -155,15 +196,21 @@ def _stream_blocks(dst: Any, grid: GridBox, read_block: BlockReader, count: int,
         if data.ndim == 2:
             data = data[None]
         if data.shape != (count, r1 - r0, c1 - c0):
-            raise ValueError(f"read_block({r0}, {r1}, {c0}, {c1}) returned shape {data.shape}, "
-                             f"expected {(count, r1 - r0, c1 - c0)}")  # fmt: skip
+            raise ValueError(
+                f"read_block({r0}, {r1}, {c0}, {c1}) returned shape {data.shape}, "
+                f"expected {(count, r1 - r0, c1 - c0)}"
+            )
         with _gdal_errors(path, folder):
             dst.write(data.astype(dtype, copy=False), window=Window(c0, r0, c1 - c0, r1 - r0))
 
 
-def _set_metadata(dst: Any, colormap: Mapping[int, tuple[int, ...]] | None,
-                  descriptions: Sequence[str] | None, tags: Mapping[str, str] | None,
-                  nodata: float | None) -> None:  # fmt: skip
+def _set_metadata(
+    dst: Any,
+    colormap: Mapping[int, tuple[int, ...]] | None,
+    descriptions: Sequence[str] | None,
+    tags: Mapping[str, str] | None,
+    nodata: float | None,
+) -> None:
     if colormap:
         table = {int(k): tuple(int(v) for v in rgb) for k, rgb in colormap.items()}
         # nodata shows as transparent even in viewers that ignore the nodata tag
@@ -176,13 +223,17 @@ def _set_metadata(dst: Any, colormap: Mapping[int, tuple[int, ...]] | None,
         dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
 
 
-def _cog_options(block: int, compress: str, resampling: str, dtype: str,
-                 threads: int | str) -> dict[str, Any]:  # fmt: skip
+def _cog_options(
+    block: int, compress: str, resampling: str, dtype: str, threads: int | str
+) -> dict[str, Any]:
     opts = {
-        "COMPRESS": compress.upper(), "BLOCKSIZE": block, "BIGTIFF": "IF_SAFER",
-        "OVERVIEWS": "AUTO", "OVERVIEW_RESAMPLING": RESAMPLING[resampling],
+        "COMPRESS": compress.upper(),
+        "BLOCKSIZE": block,
+        "BIGTIFF": "IF_SAFER",
+        "OVERVIEWS": "AUTO",
+        "OVERVIEW_RESAMPLING": RESAMPLING[resampling],
         "NUM_THREADS": str(threads),
-    }  # fmt: skip
+    }
     if compress.lower() in ("deflate", "lzw", "zstd") and resampling not in _CATEGORICAL:
         # continuous values (scores, probabilities) compress better after differencing;
         # class ids do not (neighbouring ids are unrelated numbers)
@@ -199,8 +250,10 @@ def _gdal_errors(path: Path, folder: Path) -> Iterator[None]:
         if isinstance(err, OutputError):
             raise
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise OutputError(f"{path}: cannot be written ({detail}); check free space and "
-                          f"permissions of {folder}, or choose another output folder") from err
+        raise OutputError(
+            f"{path}: cannot be written ({detail}); check free space and "
+            f"permissions of {folder}, or choose another output folder"
+        ) from err
 
 
 def cog_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -215,11 +268,19 @@ def cog_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         except ValueError:
             has_colormap = False
         return {
-            "is_valid": valid, "errors": errors, "warnings": warnings,
-            "shape": (ds.height, ds.width), "count": ds.count, "dtype": ds.dtypes[0],
-            "crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata,
-            "overviews": ds.overviews(1), "colormap": has_colormap,
-            "blocksize": ds.block_shapes[0], "compression": ds.compression.value
-            if ds.compression else None,
-            "descriptions": list(ds.descriptions), "tags": ds.tags(),
-        }  # fmt: skip
+            "is_valid": valid,
+            "errors": errors,
+            "warnings": warnings,
+            "shape": (ds.height, ds.width),
+            "count": ds.count,
+            "dtype": ds.dtypes[0],
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "nodata": ds.nodata,
+            "overviews": ds.overviews(1),
+            "colormap": has_colormap,
+            "blocksize": ds.block_shapes[0],
+            "compression": ds.compression.value if ds.compression else None,
+            "descriptions": list(ds.descriptions),
+            "tags": ds.tags(),
+        }

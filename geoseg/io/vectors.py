@@ -10,6 +10,7 @@ chunk is done. Georeferencing, ground areas and simplification come last, on the
 from __future__ import annotations
 
 import gc
+import glob
 import logging
 import os
 import shutil
@@ -23,6 +24,9 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
+from pyproj import CRS, Transformer
+from pyproj.crs import ProjectedCRS
+from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 from rasterio.features import shapes
 from tqdm.auto import tqdm
 
@@ -36,8 +40,12 @@ log = logging.getLogger(__name__)
 BlockReader = Callable[[int, int, int, int], "np.ndarray | None"]
 
 #: Output formats by file extension: (label, OGR driver or None for GeoParquet).
-FORMATS = {".gpkg": ("GeoPackage", "GPKG"), ".shp": ("Shapefile", "ESRI Shapefile"),
-           ".parquet": ("GeoParquet", None), ".fgb": ("FlatGeobuf", "FlatGeobuf")}  # fmt: skip
+FORMATS = {
+    ".gpkg": ("GeoPackage", "GPKG"),
+    ".shp": ("Shapefile", "ESRI Shapefile"),
+    ".parquet": ("GeoParquet", None),
+    ".fgb": ("FlatGeobuf", "FlatGeobuf"),
+}
 #: Shapefile parts, in the order they are moved into place (.shp last: once it is visible, the
 #: layer is complete). Spatial-index sidecars of an older file would be stale: removed.
 _SHP_PARTS = (".dbf", ".shx", ".prj", ".cpg", ".shp")
@@ -97,14 +105,13 @@ def polygonize(
     if min_area > 0:
         keep = ~(area < min_area)  # NaN areas (no CRS) are kept
         geoms, ids, area = geoms[keep], ids[keep], area[keep]
-    lut = np.array([f"class_{i}" for i in range(256)], dtype=object)
-    for c in classes:
-        lut[c.id] = c.name
+    names = {c.id: c.name for c in classes}
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    class_names = np.array([names.get(int(u), f"class_{u}") for u in uniq], dtype=object)
     return gpd.GeoDataFrame(
         {
             "class_id": ids.astype(np.int32),
-            "class_name": lut[ids] if ids.max(initial=0) < 256 else
-            np.array([lut[i] if i < 256 else f"class_{i}" for i in ids], dtype=object),
+            "class_name": class_names[inverse],
             "area_m2": area.astype(np.float64),
         },
         geometry=gpd.GeoSeries(geoms, crs=grid.crs),
@@ -116,14 +123,16 @@ def polygonize(
 # chunked vectorisation in pixel space
 
 
-def _polygons_px(read_block: BlockReader, grid: GridBox, chunk: int, nodata: int,
-                 progress: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _polygons_px(
+    read_block: BlockReader, grid: GridBox, chunk: int, nodata: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """All polygons in global pixel coordinates, border pieces merged."""
     done_g, done_v = [], []  # polygons final when their chunk is done
     edge_g, edge_v, edge_c = [], [], []  # polygons touching an interior chunk border
     windows = list(grid.chunks(chunk))
-    for k, (r0, r1, c0, c1) in enumerate(tqdm(windows, desc="polygonize", unit="chunk",
-                                              disable=not progress, leave=False)):  # fmt: skip
+    for k, (r0, r1, c0, c1) in enumerate(
+        tqdm(windows, desc="polygonize", unit="chunk", disable=not progress, leave=False)
+    ):
         block = read_block(r0, r1, c0, c1)
         if block is None:
             continue
@@ -133,17 +142,21 @@ def _polygons_px(read_block: BlockReader, grid: GridBox, chunk: int, nodata: int
             continue
         x0, y0, x1, y1 = shapely.bounds(geoms).T
         # bounds are exact integers: a polygon with x0 == c0 has an edge on that chunk line
-        border = ((x0 == c0) & (c0 > 0)) | ((x1 == c1) & (c1 < grid.width)) \
-            | ((y0 == r0) & (r0 > 0)) | ((y1 == r1) & (r1 < grid.height))  # fmt: skip
+        border = (
+            ((x0 == c0) & (c0 > 0))
+            | ((x1 == c1) & (c1 < grid.width))
+            | ((y0 == r0) & (r0 > 0))
+            | ((y1 == r1) & (r1 < grid.height))
+        )
         done_g.append(geoms[~border])
         done_v.append(vals[~border])
         edge_g.append(geoms[border])
         edge_v.append(vals[border])
         edge_c.append(np.full(int(border.sum()), k))
     if edge_g:
-        merged_g, merged_v = _merge_across_borders(np.concatenate(edge_g),
-                                                   np.concatenate(edge_v),
-                                                   np.concatenate(edge_c))  # fmt: skip
+        merged_g, merged_v = _merge_across_borders(
+            np.concatenate(edge_g), np.concatenate(edge_v), np.concatenate(edge_c)
+        )
         done_g.append(merged_g)
         done_v.append(merged_v)
     if not done_g:
@@ -177,8 +190,9 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _shapes_px(block: np.ndarray, nodata: int, offset: tuple[int, int]
-               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _shapes_px(
+    block: np.ndarray, nodata: int, offset: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Polygons of one block, in global pixel coordinates, built as one ragged array."""
     vals: list[float] = []
     ring_len: list[int] = []
@@ -204,8 +218,9 @@ def _shapes_px(block: np.ndarray, nodata: int, offset: tuple[int, int]
     return geoms, np.asarray(vals, dtype=np.int64)
 
 
-def _merge_across_borders(geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _merge_across_borders(
+    geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Union the pieces of each polygon cut by chunk lines.
 
     Two pieces belong together when they have the same class, come from different chunks and
@@ -231,7 +246,7 @@ def _merge_across_borders(geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.nda
     if pairs.any():  # the common case, vectorised
         out[pairs] = shapely.union(geoms[first[pairs]], geoms[order[starts[pairs] + 1]])
     for g in np.flatnonzero(sizes > 2):
-        out[g] = shapely.union_all(geoms[order[starts[g]: starts[g] + sizes[g]]])
+        out[g] = shapely.union_all(geoms[order[starts[g] : starts[g] + sizes[g]]])
     merged = ~single
     # unions keep the vertices where chunk lines crossed straight edges; a zero-tolerance
     # simplification removes exactly those collinear points (coordinates are integers)
@@ -290,8 +305,9 @@ def _apply_affine(geoms: np.ndarray, t: Affine, reverse_rings: bool = False) -> 
         start = np.repeat(ring_off[:-1], np.diff(ring_off))
         stop = np.repeat(ring_off[1:], np.diff(ring_off))
         xy = xy[start + stop - 1 - np.arange(len(xy))]
-    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, _affine_xy(xy, t),
-                                     (ring_off, poly_off))  # fmt: skip
+    return shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, _affine_xy(xy, t), (ring_off, poly_off)
+    )
 
 
 def _affine_xy(xy: np.ndarray, t: Affine) -> np.ndarray:
@@ -320,7 +336,8 @@ def ground_area(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
     to_laea, px_ground = _equal_area(grid)
     # segment length in CRS units: ~_AREA_SEGMENT_M on the ground, between 1 and 64 pixels
     seg = abs(grid.transform.determinant) ** 0.5 * float(
-        np.clip(_AREA_SEGMENT_M / px_ground, 1.0, 64.0))
+        np.clip(_AREA_SEGMENT_M / px_ground, 1.0, 64.0)
+    )
     if (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON).all():
         _, xy, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
         ring_of = np.repeat(np.arange(len(ring_off) - 1), np.diff(ring_off))
@@ -342,8 +359,9 @@ def ground_area(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
     return np.bincount(ring_poly, np.where(is_ext, ring_area, -ring_area), minlength=len(geoms))
 
 
-def _densify_open_rings(xy: np.ndarray, ring_of: np.ndarray, seg: float
-                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _densify_open_rings(
+    xy: np.ndarray, ring_of: np.ndarray, seg: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Closed rings -> open rings with extra points so that no edge is longer than ``seg``."""
     starts_edge = np.r_[ring_of[1:] == ring_of[:-1], False]  # point i starts edge i -> i+1
     d = np.zeros_like(xy)
@@ -364,12 +382,8 @@ def _densify_open_rings(xy: np.ndarray, ring_of: np.ndarray, seg: float
     return out, np.repeat(ring_of, n_sub)
 
 
-def _equal_area(grid: GridBox):  # noqa: ANN202 - (pyproj Transformer, float)
+def _equal_area(grid: GridBox) -> tuple[Transformer, float]:
     """Transformer CRS -> local LAEA, and the ground size (m) of a pixel at the centre."""
-    from pyproj import CRS, Transformer
-    from pyproj.crs import ProjectedCRS
-    from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
-
     src = CRS.from_user_input(grid.crs.to_wkt())
     geodetic = src.geodetic_crs
     cx, cy = grid.transform * (grid.width / 2, grid.height / 2)
@@ -387,12 +401,14 @@ def _equal_area(grid: GridBox):  # noqa: ANN202 - (pyproj Transformer, float)
 # writing
 
 
-def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
-                  layer: str | None = None) -> list[Path]:  # fmt: skip
+def write_vectors(
+    gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *, layer: str | None = None
+) -> list[Path]:
     """Write a polygon layer; the format follows the extension (.gpkg, .shp, .parquet, .fgb).
 
     The file is written under a temporary name and renamed when complete (for a Shapefile,
-    every part). An empty GeoDataFrame gives a valid empty layer with the same fields.
+    every part); an existing file is replaced as a whole (a GeoPackage's other layers too).
+    An empty GeoDataFrame gives a valid empty layer with the same fields.
 
     Args:
         gdf: polygons (e.g. from ``polygonize``).
@@ -409,8 +425,9 @@ def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
     ext = path.suffix.lower()
     if ext not in FORMATS:
         known = ", ".join(f"{e} ({label})" for e, (label, _) in FORMATS.items())
-        raise OutputError(f"{path}: unknown vector format {path.suffix or '(no extension)'!r}; "
-                          f"use one of {known}")  # fmt: skip
+        raise OutputError(
+            f"{path}: unknown vector format {path.suffix or '(no extension)'!r}; use one of {known}"
+        )
     folder = writable_folder(path)
     layer = layer or path.stem
     try:
@@ -424,13 +441,15 @@ def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
                 _write_ogr(gdf, tmp, FORMATS[ext][1], layer)
             os.replace(tmp, path)
         finally:  # GeoPackage (SQLite) may leave -journal/-wal/-shm files on failure
-            remove_quietly(tmp, *folder.glob(f"{tmp.name}*"))
+            remove_quietly(tmp, *folder.glob(f"{glob.escape(tmp.name)}*"))
     except OutputError:
         raise
     except Exception as err:  # pyogrio/arrow/OS errors have no common base class
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise OutputError(f"{path}: cannot be written ({detail}); check free space and "
-                          f"permissions of {folder}, or choose another output folder") from err
+        raise OutputError(
+            f"{path}: cannot be written ({detail}); check free space and "
+            f"permissions of {folder}, or choose another output folder"
+        ) from err
     return [path]
 
 
@@ -453,8 +472,9 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, path: Path, folder: Path) -> list[Pa
     try:
         # written in UTF-8 (a .cpg says so), so class names with accents survive
         _write_ogr(gdf, staging / path.name, "ESRI Shapefile", path.stem)
-        for ext in _SHP_STALE + tuple(e for e in _SHP_PARTS
-                                      if not (staging / f"{path.stem}{e}").exists()):  # fmt: skip
+        for ext in _SHP_STALE + tuple(
+            e for e in _SHP_PARTS if not (staging / f"{path.stem}{e}").exists()
+        ):
             remove_quietly(path.with_suffix(ext))
         written = []
         for ext in _SHP_PARTS:
