@@ -10,9 +10,9 @@ Every configuration runs in a fresh subprocess so its peak memory is its own.
 * Mpx/s: batch·size² / median forward time (eval, inference_mode; autocast fp16 on CUDA).
 * peak MiB: CPU: peak RSS minus RSS before the model was built; CUDA: max allocated memory.
 * ERF r95: radius (px) of the square around the centre that holds 95 % of |∂ logits(centre) /
-  ∂ input| for a random-initialised model in eval mode on a 512² input (effective receptive
-  field, Luo et al. 2016). Trained networks usually have larger ERFs; the declared halos are
-  chosen at or above these values.
+  ∂ input| for a random-initialised model (BN on batch statistics) on a 512² input (effective
+  receptive field, Luo et al. 2016). Trained networks usually have larger ERFs. Image-pooling
+  branches (ASPP) spread a small uniform share over the whole tile, which inflates r95.
 """
 
 from __future__ import annotations
@@ -113,16 +113,25 @@ class _null:
 
 
 def erf_radius(model: Any, mods: dict[str, int], size: int, device: Any, mass: float = 0.95) -> int:
-    """Half-width of the centred square holding ``mass`` of the input-gradient magnitude."""
+    """Half-width of the centred square holding ``mass`` of the input-gradient magnitude.
+
+    BN layers use batch statistics (train mode, batch 2) as in training: with a random init the
+    eval-mode running statistics (0, 1) do not normalise and deep ResNets saturate.
+    """
     import torch
 
-    x = {m: torch.randn(1, n, size, size, device=device) for m, n in mods.items()}
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    x = {m: torch.randn(2, n, size, size, device=device) for m, n in mods.items()}
     for v in x.values():
         v.requires_grad_(True)
     out = model(x)
     c = size // 2
     out[0, :, c, c].sum().backward()
-    g = sum(v.grad.abs().sum(dim=(0, 1)) for v in x.values()).double()
+    g = sum(v.grad[0].abs().sum(dim=0) for v in x.values()).double()
+    model.eval()
     total = g.sum()
     for r in range(size // 2 + 1):
         if g[c - r : c + r + 1, c - r : c + r + 1].sum() >= mass * total:

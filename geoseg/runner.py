@@ -155,6 +155,7 @@ def predict(
     check_writable(out_dir)
     stem = name or Path(image).stem
     paths = output_paths(out_dir, stem, opts)
+    _remove_stale_temporaries(out_dir, stem)
     digest = model_digest(model)
     rid = run_id(scene, digest, plan, opts, opts.device)
     if not opts.overwrite and _finished(paths, rid):
@@ -228,6 +229,13 @@ def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: 
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _remove_stale_temporaries(out_dir: Path, stem: str) -> None:
+    """Hidden temporaries of our outputs left by a killed run (never the outputs themselves)."""
+    for p in out_dir.glob(f".{stem}_*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def _finished(paths: dict[str, Path], rid: str) -> bool:

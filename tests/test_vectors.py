@@ -55,6 +55,14 @@ def rgb_polygons(rgb: tuple[np.ndarray, GridBox]) -> gpd.GeoDataFrame:
     return polygonize(reader(classes), grid, CLASSES, chunk=100)
 
 
+@pytest.fixture(scope="module")
+def hag_south_up(hag: tuple[np.ndarray, GridBox]) -> tuple[np.ndarray, GridBox]:
+    """The same classes on a south-up grid (positive determinant: ring orientation flips)."""
+    classes, grid = hag
+    t = grid.transform
+    return classes, GridBox(*classes.shape, Affine(t.a, 0, t.c, 0, -t.e, t.f), grid.crs)
+
+
 def reader(arr: np.ndarray, nodata: int = 255):
     def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
         win = arr[r0:r1, c0:c1]
@@ -73,6 +81,14 @@ def rasterised(gdf: gpd.GeoDataFrame, grid: GridBox) -> np.ndarray:
     )
 
 
+def assert_ogc_orientation(geoms: np.ndarray) -> None:
+    """Exterior rings counter-clockwise, holes clockwise (OGC, GeoJSON)."""
+    rings, owner = shapely.get_rings(geoms, return_index=True)
+    exterior = np.r_[True, owner[1:] != owner[:-1]]
+    assert shapely.is_ccw(rings[exterior]).all()
+    assert not shapely.is_ccw(rings[~exterior]).any()
+
+
 def in_raster_order(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     x0, y0, _, y1 = shapely.bounds(gdf.geometry.values).T
     return gdf.iloc[np.lexsort((gdf.area_m2, x0, -y1, -y0))].reset_index(drop=True)
@@ -85,7 +101,7 @@ def geodesic_areas(gdf: gpd.GeoDataFrame, step: float) -> np.ndarray:
     return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in dense])
 
 
-@pytest.mark.parametrize("name", ["rgb", "hag"])
+@pytest.mark.parametrize("name", ["rgb", "hag", "hag_south_up"])
 def test_polygons_rasterised_back_reproduce_the_class_raster(
     name: str, request: pytest.FixtureRequest
 ) -> None:
@@ -97,6 +113,7 @@ def test_polygons_rasterised_back_reproduce_the_class_raster(
     assert list(gdf.columns) == COLUMNS and gdf.crs == grid.crs
     assert gdf.class_id.dtype == np.int32 and gdf.area_m2.dtype == np.float64
     assert (gdf.geom_type == "Polygon").all() and gdf.is_valid.all()
+    assert_ogc_orientation(gdf.geometry.values)
     np.testing.assert_array_equal(rasterised(gdf, grid), classes)
     names = {c.id: c.name for c in CLASSES}
     assert (gdf.class_name == gdf.class_id.map(names)).all()
@@ -212,6 +229,7 @@ def test_simplification_keeps_a_gapless_coverage(hag: tuple[np.ndarray, GridBox]
     assert n_simple < 0.6 * n_raw
     geoms = simple.geometry.values
     assert shapely.is_valid(geoms).all()
+    assert_ogc_orientation(geoms)
     # a valid coverage: neighbours do not overlap and share exactly the same edges
     assert shapely.coverage_is_valid(geoms)
     i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")

@@ -68,7 +68,8 @@ def write_cog(
         path: destination ``.tif``; written as a hidden temporary file, renamed when complete.
         grid: output geometry (shape, transform, CRS are kept exactly).
         read_block: ``f(r0, r1, c0, c1)`` -> ``(count, h, w)`` array (``(h, w)`` when
-            ``count == 1``), or ``None`` when the window is entirely nodata.
+            ``count == 1``; cast to ``dtype``), or ``None`` when the window is entirely
+            nodata. Its exceptions propagate unchanged.
         count, dtype, nodata: band count, data type and nodata value of the output.
         block: internal tile size (multiple of 16), also the streaming window size.
         colormap: ``{value: (r, g, b[, a])}`` colour table of a single-band uint8/uint16 raster.
@@ -104,16 +105,19 @@ def write_cog(
                 dst = rasterio.open(
                     stream, "w", **_stream_profile(grid, count, dtype, nodata, block)
                 )
-            with dst:
+            try:
                 _stream_blocks(dst, grid, read_block, count, dtype, block, path, folder, progress)
                 with _gdal_errors(path, folder):
                     _set_metadata(dst, colormap, descriptions, tags, nodata)
+            finally:
+                with _gdal_errors(path, folder):  # closing flushes the last blocks: may fail
+                    dst.close()
             with _gdal_errors(path, folder):
                 rasterio.shutil.copy(
                     stream,
                     partial,
                     driver="COG",
-                    **_cog_options(block, compress, overview_resampling, dtype, threads),
+                    **_cog_options(block, compress, overview_resampling, threads),
                 )
         with _gdal_errors(path, folder):
             os.replace(partial, path)
@@ -223,9 +227,7 @@ def _set_metadata(
         dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
 
 
-def _cog_options(
-    block: int, compress: str, resampling: str, dtype: str, threads: int | str
-) -> dict[str, Any]:
+def _cog_options(block: int, compress: str, resampling: str, threads: int | str) -> dict[str, Any]:
     opts = {
         "COMPRESS": compress.upper(),
         "BLOCKSIZE": block,

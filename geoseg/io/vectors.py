@@ -93,14 +93,19 @@ def polygonize(
     if simplify > 0 and len(geoms):
         # coverage simplification needs neighbours to share the same vertices along common
         # edges; GDAL only emits corner vertices, so put one at every pixel corner first
-        geoms = shapely.segmentize(geoms, 1.0)
-        geoms = shapely.coverage_simplify(_apply_affine(geoms, grid.transform), simplify)
+        for s in _batches(len(geoms)):
+            geoms[s] = _apply_affine(shapely.segmentize(geoms[s], 1.0), grid.transform)
+        geoms = shapely.coverage_simplify(geoms, simplify)
         keep = ~shapely.is_empty(geoms)
         geoms = shapely.orient_polygons(geoms[keep], exterior_cw=False)
         ids = ids[keep]
     else:
-        # normalised rings (exterior clockwise) reversed: OGC/GeoJSON orientation
-        geoms = _apply_affine(geoms, grid.transform, reverse_rings=True)
+        # normalised rings have clockwise exteriors in pixel space; a north-up transform
+        # (negative determinant) mirrors them to counter-clockwise, as OGC/GeoJSON want;
+        # otherwise they are reversed on the way
+        flip = grid.transform.determinant > 0
+        for s in _batches(len(geoms)):
+            geoms[s] = _apply_affine(geoms[s], grid.transform, reverse_rings=flip)
     area = ground_area(geoms, grid)
     if min_area > 0:
         keep = ~(area < min_area)  # NaN areas (no CRS) are kept
@@ -279,14 +284,24 @@ def _canonical(geoms: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     if not len(geoms):
         return geoms, ids
-    geoms = shapely.normalize(geoms)
-    ymin = shapely.bounds(geoms)[:, 1]
-    xy, idx = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
-    top = xy[:, 1] == ymin[idx]
+    ymin = np.empty(len(geoms))
     xtop = np.full(len(geoms), np.inf)
-    np.minimum.at(xtop, idx[top], xy[top, 0])
+    for s in _batches(len(geoms)):
+        geoms[s] = shapely.normalize(geoms[s])
+        ymin[s] = shapely.bounds(geoms[s])[:, 1]
+        xy, idx = shapely.get_coordinates(shapely.get_exterior_ring(geoms[s]), return_index=True)
+        top = xy[:, 1] == ymin[s][idx]
+        np.minimum.at(xtop[s], idx[top], xy[top, 0])
     order = np.lexsort((xtop, ymin))
     return geoms[order], ids[order]
+
+
+def _batches(n: int, size: int = 100_000) -> Iterator[slice]:
+    """Slices of at most ``size`` polygons: geometries are replaced batch by batch in their
+    array (old ones freed as we go) and temporary coordinate arrays stay small, so the peak
+    memory stays close to the size of the result itself."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
 
 
 def _apply_affine(geoms: np.ndarray, t: Affine, reverse_rings: bool = False) -> np.ndarray:
@@ -338,6 +353,14 @@ def ground_area(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
     seg = abs(grid.transform.determinant) ** 0.5 * float(
         np.clip(_AREA_SEGMENT_M / px_ground, 1.0, 64.0)
     )
+    area = np.empty(len(geoms))
+    for s in _batches(len(geoms)):
+        area[s] = _laea_area(geoms[s], to_laea, seg)
+    return area
+
+
+def _laea_area(geoms: np.ndarray, to_laea: Transformer, seg: float) -> np.ndarray:
+    """Shoelace areas of polygons after densification (``seg``) and projection."""
     if (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON).all():
         _, xy, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
         ring_of = np.repeat(np.arange(len(ring_off) - 1), np.diff(ring_off))
