@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "data" / "olinda" / "L7_ETMs.tif"
 
 
-def model_only(bundle: Path, plan, batch: int, device: str, amp: bool) -> float:  # noqa: ANN001
+def model_only(bundle: Path, plan, batch: int, device: str, amp: bool) -> float:
     """Seconds of forward passes on the plan's tiles (inputs already on the device)."""
     import torch
 

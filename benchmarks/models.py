@@ -9,10 +9,11 @@ Every configuration runs in a fresh subprocess so its peak memory is its own.
   projector and momentum copy), which inference bundles leave out.
 * Mpx/s: batch·size² / median forward time (eval, inference_mode; autocast fp16 on CUDA).
 * peak MiB: CPU: peak RSS minus RSS before the model was built; CUDA: max allocated memory.
-* ERF r95: radius (px) of the square around the centre that holds 95 % of |∂ logits(centre) /
-  ∂ input| for a random-initialised model (BN on batch statistics) on a 512² input (effective
-  receptive field, Luo et al. 2016). Trained networks usually have larger ERFs. Image-pooling
-  branches (ASPP) spread a small uniform share over the whole tile, which inflates r95.
+* ERF r50 / r90: half-width (px) of the square around the centre that holds 50 % / 90 % of
+  |∂ logits(centre) / ∂ input| for a random-initialised model on a size² input (effective
+  receptive field, Luo et al. 2016), BN statistics calibrated on random inputs. Trained
+  networks usually have larger ERFs; image pooling (ASPP), FarSeg's scene vector and TIMF's
+  global attention spread a share of the mass uniformly over the whole tile, which inflates r90.
 """
 
 from __future__ import annotations
@@ -62,13 +63,17 @@ def child(arch: str, kwargs: dict, classes: int, a: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     device = torch.device(a.device)
     mods = {"image": 3, **EXTRA_MODALITY.get(arch, {})}
-    with torch.device("meta"):  # count parameters without allocating them
+    try:
+        with torch.device("meta"):  # count parameters without allocating them
+            counted = create(arch, mods, classes, **kwargs)
+    except RuntimeError:  # some layers cannot be built on meta (MiT calls .item())
         counted = create(arch, mods, classes, **kwargs)
-        if hasattr(counted, "enable_training_parts"):
-            counted.enable_training_parts()
+    if hasattr(counted, "enable_training_parts"):
+        counted.enable_training_parts()
     named = list(counted.named_parameters())
     n_params = sum(p.numel() for n, p in named if not n.startswith(counted.training_only))
     n_train = sum(p.numel() for _, p in named) - n_params
+    del counted, named
     rss0 = psutil.Process().memory_info().rss
     model = create(arch, mods, classes, **kwargs).eval().to(device)  # as a loaded bundle runs
     x = {m: torch.randn(a.batch, n, a.size, a.size, device=device) for m, n in mods.items()}
@@ -99,7 +104,7 @@ def child(arch: str, kwargs: dict, classes: int, a: argparse.Namespace) -> dict:
         "forward_s": t,
         "mpx_s": a.batch * a.size**2 / t / 1e6,
         "peak_mib": peak,
-        "erf_r95": erf_radius(model, mods, a.size, device) if a.erf else None,
+        "erf_r50_r90": erf_radii(model, mods, a.size, device) if a.erf else None,
         "halo": model.halo,
     }
 
@@ -112,31 +117,37 @@ class _null:
         return None
 
 
-def erf_radius(model: Any, mods: dict[str, int], size: int, device: Any, mass: float = 0.95) -> int:
-    """Half-width of the centred square holding ``mass`` of the input-gradient magnitude.
+def erf_radii(
+    model: Any, mods: dict[str, int], size: int, device: Any, masses: tuple[float, ...] = (0.5, 0.9)
+) -> list[int]:
+    """Half-widths of the centred squares holding ``masses`` of the input-gradient magnitude.
 
-    BN layers use batch statistics (train mode, batch 2) as in training: with a random init the
-    eval-mode running statistics (0, 1) do not normalise and deep ResNets saturate.
+    BN running statistics are first calibrated on random inputs (a random init's (0, 1) would
+    not normalise and deep ResNets saturate); the gradient is then taken in eval mode, so no
+    batch statistic couples distant pixels.
     """
     import torch
 
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
     model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.eval()
-    x = {m: torch.randn(2, n, size, size, device=device) for m, n in mods.items()}
+    with torch.no_grad():
+        for _ in range(2):
+            half = size // 2
+            model({m: torch.randn(2, n, half, half, device=device) for m, n in mods.items()})
+    model.eval()
+    x = {m: torch.randn(1, n, size, size, device=device) for m, n in mods.items()}
     for v in x.values():
         v.requires_grad_(True)
     out = model(x)
     c = size // 2
     out[0, :, c, c].sum().backward()
     g = sum(v.grad[0].abs().sum(dim=0) for v in x.values()).double()
-    model.eval()
-    total = g.sum()
-    for r in range(size // 2 + 1):
-        if g[c - r : c + r + 1, c - r : c + r + 1].sum() >= mass * total:
-            return r
-    return size // 2
+    # mass inside the centred square of half-width r, for every r
+    inside = torch.stack([g[c - r : c + r + 1, c - r : c + r + 1].sum() for r in range(c + 1)])
+    return [int((inside < m * g.sum()).sum()) for m in masses]
 
 
 def run_child(cfg: tuple[str, str, dict, int], a: argparse.Namespace) -> dict:
@@ -157,11 +168,11 @@ def table(rows: list[dict], device: str) -> str:
     unit = "peak GPU MiB" if device == "cuda" else "peak RSS MiB"
     lines = [
         f"| model / backbone | classes | params (M) | train extra (M) | Mpx/s | {unit} | "
-        "ERF r95 (px) | halo |",
+        "ERF r50 / r90 (px) | halo |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        erf = "" if r["erf_r95"] is None else str(r["erf_r95"])
+        erf = "" if r["erf_r50_r90"] is None else " / ".join(map(str, r["erf_r50_r90"]))
         lines.append(
             f"| {r['label']} | {r['classes']} | {r['params'] / 1e6:.2f} | "
             f"{r['train_extra_params'] / 1e6:.2f} | {r['mpx_s']:.3f} | {r['peak_mib']:.0f} | "

@@ -146,7 +146,8 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     bundles = {
         "unet-r18": init_bundle("unet", {"image": 3}, 6, {"encoder": "resnet18"}, seed=0,
-                                tile=512, stats_from=SOURCE, stats_bands=[3, 2, 1], output=a.work / "unet-r18"),
+                                tile=512, stats_from=SOURCE, stats_bands=[3, 2, 1],
+                                output=a.work / "unet-r18"),
         "tinycnn": init_bundle("tinycnn", {"image": 3}, 6, seed=0, tile=512,
                                stats_from=SOURCE, stats_bands=[3, 2, 1], output=a.work / "tinycnn"),
     }  # fmt: skip

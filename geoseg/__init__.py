@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from geoseg import accessor as _accessor  # noqa: E402, F401  (registers the .geoseg accessor)
+from geoseg import accessor as _accessor  # noqa: F401  (registers the .geoseg accessor)

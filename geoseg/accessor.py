@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from geoseg.card import ClassInfo
-from geoseg.card import NODATA
+from geoseg.card import NODATA, ClassInfo
 
 
 def _classes_of(arr: xr.DataArray) -> list[ClassInfo]:
@@ -108,7 +107,7 @@ class GeosegAccessor:
         ax.set_title(self._obj.attrs.get("architecture", "prediction"))
         return ax
 
-    def to_vectors(self, min_area: float = 0.0, simplify: float = 0.0, chunk: int = 2048):  # noqa: ANN201
+    def to_vectors(self, min_area: float = 0.0, simplify: float = 0.0, chunk: int = 2048):
         """Polygons of a prediction (computes it) as a GeoDataFrame with class names and areas."""
         from geoseg.grid import GridBox
         from geoseg.io.vectors import polygonize

@@ -33,7 +33,7 @@ class Bundle:
     digest: str
 
     @property
-    def classes(self):  # noqa: ANN201
+    def classes(self):
         return self.card.classes
 
 

@@ -27,7 +27,7 @@ class GridBox:
     crs: CRS | None
 
     @classmethod
-    def from_dataset(cls, ds) -> GridBox:  # noqa: ANN001 - any rasterio dataset
+    def from_dataset(cls, ds) -> GridBox:
         """The grid of an open rasterio dataset."""
         return cls(ds.height, ds.width, ds.transform, ds.crs)
 

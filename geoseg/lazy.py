@@ -34,7 +34,7 @@ class ArrayScene:
         first = next(iter(arrays.values()))
         try:
             crs, transform = first.rio.crs, first.rio.transform()
-        except Exception as exc:  # noqa: BLE001 - rioxarray raises several types here
+        except Exception as exc:
             raise GridError(f"array has no georeferencing ({exc}); open it with rioxarray") from None
         if crs is None:
             raise GridError("array has no CRS; set one with .rio.write_crs('EPSG:XXXX')")
@@ -67,7 +67,7 @@ class ArrayScene:
 
 
 def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: int, batch: int = 4,
-                    probabilities: bool = False) -> tuple[da.Array, da.Array | None]:  # noqa: ANN001  # fmt: skip
+                    probabilities: bool = False) -> tuple[da.Array, da.Array | None]:  # fmt: skip
     """Dask arrays of class ids (y, x) and optionally quantised probabilities (class, y, x)."""
     g = scene.grid
     plan = TilePlan(g.height, g.width, tile, overlap, chunk)
@@ -100,11 +100,11 @@ def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: in
     return classes, probs
 
 
-def _piece(result: dict, dst: tuple[int, int]):  # noqa: ANN202
+def _piece(result: dict, dst: tuple[int, int]):
     return result["pieces"].get(dst)
 
 
-def _item(t: tuple, i: int):  # noqa: ANN202
+def _item(t: tuple, i: int):
     return t[i]
 
 

@@ -82,7 +82,7 @@ def read_onnx_card(path: str | Path) -> ModelCard:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and others
+    except Exception as exc:
         raise BundleError(f"{path}: not a readable ONNX model ({exc})") from None
     meta = {p.key: p.value for p in model.metadata_props}
     if CARD_KEY not in meta:

@@ -46,7 +46,7 @@ class Modality:
         return len(self.bands)
 
 
-def _open_raster(path: str | Path):  # noqa: ANN202
+def _open_raster(path: str | Path):
     p = str(path)
     if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
         raise InputError(f"{p}: file not found; check the path")
@@ -56,7 +56,7 @@ def _open_raster(path: str | Path):  # noqa: ANN202
         raise InputError(f"{p}: not a readable raster ({exc}); give a GeoTIFF or GDAL raster") from None
 
 
-def resolve_bands(path: str, ds, spec: Sequence[int | str] | None) -> tuple[int, ...]:  # noqa: ANN001
+def resolve_bands(path: str, ds, spec: Sequence[int | str] | None) -> tuple[int, ...]:
     """1-based band indices from indices or band descriptions (case-insensitive)."""
     if spec is None or len(spec) == 0:
         return tuple(range(1, ds.count + 1))
@@ -188,7 +188,7 @@ class Scene:
             arrays[name] = data
         return arrays, valid
 
-    def _warped(self, ds, mod: Modality) -> WarpedVRT:  # noqa: ANN001
+    def _warped(self, ds, mod: Modality) -> WarpedVRT:
         g = self.grid
         extra = {} if ds.nodata is not None or _has_mask(ds) else {"add_alpha": True}
         return WarpedVRT(
@@ -213,7 +213,7 @@ class Scene:
 
     def to_xarray(self, chunks: int = 1024) -> dict:
         """Lazy dask-backed DataArrays of every modality on the reference grid."""
-        import rioxarray  # noqa: F401  (registers .rio)
+        import rioxarray
 
         out = {}
         for name, mod in self.modalities.items():
@@ -235,7 +235,7 @@ def _absolute(path: str) -> str:
     return str(Path(path).resolve())
 
 
-def _has_mask(ds) -> bool:  # noqa: ANN001
+def _has_mask(ds) -> bool:
     from rasterio.enums import MaskFlags
 
     return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)

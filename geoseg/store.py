@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from geoseg.card import NODATA
 from geoseg.errors import OutputError
-
-from geoseg.card import NODATA  # noqa: F401  (re-exported)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -63,7 +62,7 @@ class TileStore:
         path = self.root / "manifest.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def _group(self, mode: str = "r+"):  # noqa: ANN202
+    def _group(self, mode: str = "r+"):
         return zarr.open_group(str(self.root / "store.zarr"), mode=mode)
 
     def _marker(self, index: tuple[int, int]) -> Path:
@@ -92,7 +91,7 @@ class TileStore:
             g["probabilities"][:, r0:r1, c0:c1] = probabilities
         atomic_write_text(self._marker(index), json.dumps(stats))
 
-    def reader(self, name: str):  # noqa: ANN201
+    def reader(self, name: str):
         """A block reader ``f(r0, r1, c0, c1) -> array`` over one stored array."""
         arr = self._group("r")[name]
 

@@ -18,7 +18,6 @@ def mosaic_scene(source: str | Path, out: str | Path, size: int, block: int = 51
         data = src.read()
         profile = src.profile
         nodata = src.nodata
-    h, w = data.shape[1:]
     # flipped copies make a seamless 2h x 2w period
     period = np.concatenate(
         [np.concatenate([data, data[:, :, ::-1]], axis=2),

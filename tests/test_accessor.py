@@ -22,7 +22,7 @@ class KeyLog(Callback):
         super().__init__()
         self.keys: list = []
 
-    def _posttask(self, key, result, dsk, state, id):  # noqa: ANN001, A002
+    def _posttask(self, key, result, dsk, state, id):
         self.keys.append(key)
 
 

@@ -20,7 +20,6 @@ from geoseg.synth import mosaic_scene
 from .conftest import RGB, run_cli
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,17 +27,18 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):  # noqa: ANN201
+def cluster(tmp_path: Path):
     """A `dask scheduler` and two `dask worker` processes (1 thread each) on loopback."""
     port = free_port()
     addr = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = tmp_path / "logs"
     logs.mkdir()
+    files = [open(logs / name, "w") for name in ("scheduler.log", "worker0.log", "worker1.log")]  # noqa: SIM115
     procs = [subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", str(port), "--dashboard-address", "127.0.0.1:0"],
-        stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, env=env)]  # fmt: skip
+        stdout=files[0], stderr=subprocess.STDOUT, env=env)]  # fmt: skip
     time.sleep(2)
     workers = []
     for i in range(2):
@@ -46,7 +46,7 @@ def cluster(tmp_path: Path):  # noqa: ANN201
             [sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
              "--nworkers", "1", "--host", "127.0.0.1", "--no-nanny", "--name", f"w{i}",
              "--dashboard-address", "127.0.0.1:0"],
-            stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            stdout=files[i + 1], stderr=subprocess.STDOUT, env=env)  # fmt: skip
         workers.append(p)
     procs += workers
     from distributed import Client
@@ -58,6 +58,8 @@ def cluster(tmp_path: Path):  # noqa: ANN201
         if p.poll() is None:
             p.kill()
         p.wait()
+    for f in files:
+        f.close()
 
 
 def classes(path: Path) -> np.ndarray:
@@ -106,7 +108,7 @@ def test_killing_a_worker_mid_run_still_gives_identical_output(
             break
         time.sleep(0.05)
     os.kill(workers[0].pid, signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     report = json.loads((tmp_path / "res" / "big_report.json").read_text())
     assert report["chunks"]["total"] == 64

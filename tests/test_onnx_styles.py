@@ -14,7 +14,7 @@ import rasterio
 
 from geoseg.bundle import load_bundle
 from geoseg.engine import Engine
-from geoseg.onnx import OnnxEngine, export_onnx
+from geoseg.onnx import OnnxEngine
 from geoseg.scene import Scene
 
 from .conftest import RGB, run_cli

@@ -28,7 +28,7 @@ class ConvStack(SegModel):
 
     size_multiple = 1
 
-    def __init__(self, modalities: Mapping[str, int], num_classes: int, args) -> None:  # noqa: ANN001
+    def __init__(self, modalities: Mapping[str, int], num_classes: int, args) -> None:
         super().__init__(modalities, num_classes, args)
         self.net = nn.Sequential(
             nn.Conv2d(self.in_channels, 8, 3, padding=1), nn.ReLU(),
@@ -58,7 +58,7 @@ def convstack(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_tiled(bundle: Path, scene: Scene, tile: int, overlap: int, chunk: int, root: Path,
-              workers: int = 1, batch: int = 4):  # noqa: ANN201  # fmt: skip
+              workers: int = 1, batch: int = 4):  # fmt: skip
     b = load_bundle(bundle)
     engine = Engine(b)
     plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, chunk)

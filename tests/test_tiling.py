@@ -15,7 +15,7 @@ def test_axis_starts_cover_the_axis(n: int, tile: int, stride: int) -> None:
     starts = axis_starts(n, t, stride)
     covered = np.zeros(n, bool)
     for s in starts:
-        assert 0 <= s and s + t <= n
+        assert s >= 0 and s + t <= n
         covered[s : s + t] = True
     assert covered.all()
     assert list(starts) == sorted(set(starts))

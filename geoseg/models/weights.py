@@ -40,7 +40,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> tuple[list[str
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Adapt RGB conv weights to ``in_channels`` bands, keeping the activation scale."""
-    out_c, src_c = weight.shape[:2]
+    src_c = weight.shape[1]
     reps = -(-in_channels // src_c)
     new = weight.repeat(1, reps, 1, 1)[:, :in_channels]
     return new * (src_c / in_channels)
