@@ -28,16 +28,18 @@ def child(argv: list[str]) -> None:
     kind, *rest = argv
     t0 = time.perf_counter()
     if kind == "geoseg":
-        scene, bundle, out, tiles, chunk, workers, batch = rest
+        scene, bundle, out, tiles, chunk, workers, batch, outputs = rest
         from geoseg.runner import PredictOptions, predict
 
+        full = outputs == "full"
         report = predict(scene, bundle, out, options=PredictOptions(
             bands=[3, 2, 1], chunk=int(chunk), workers=int(workers), batch=int(batch),
-            overwrite=True, progress=False, tiles_dir=Path(tiles)))  # fmt: skip
+            overwrite=True, progress=False, tiles_dir=Path(tiles),
+            vector="gpkg" if full else "none", confidence=full))  # fmt: skip
         extra = {"report": {k: report[k] for k in ("overlap_factor", "chunks", "timings_s")}}
     elif kind == "model_only":
-        scene, bundle, chunk, batch, threads = rest
-        extra = model_only(scene, bundle, int(chunk), int(batch), int(threads))
+        scene, bundle, chunk, batch, workers = rest
+        extra = model_only(scene, bundle, int(chunk), int(batch), int(workers))
     elif kind == "handloop":
         scene, bundle, out, threads = rest
         extra = hand_loop(scene, bundle, out, int(threads))
@@ -46,14 +48,19 @@ def child(argv: list[str]) -> None:
     print(json.dumps({"wall_s": wall, "peak_rss_mib": rss, **extra}))
 
 
-def model_only(scene: str, bundle: str, chunk: int, batch: int, threads: int) -> dict:
-    """Forward time of the model alone on the plan's exact batch sizes (no I/O, no blending)."""
+def model_only(scene: str, bundle: str, chunk: int, batch: int, workers: int) -> dict:
+    """Forward time of the model alone on the plan's exact batches (no I/O, no blending),
+    with geoseg's worker layout: ``workers`` threads, cores // workers torch threads each."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import rasterio
     import torch
 
     from geoseg.bundle import load_bundle, read_card
+    from geoseg.runtime import plan_threads
     from geoseg.tiling import TilePlan
 
+    workers, threads = plan_threads(workers)
     torch.set_num_threads(threads)
     card = read_card(bundle)
     model = load_bundle(bundle).model
@@ -64,12 +71,15 @@ def model_only(scene: str, bundle: str, chunk: int, batch: int, threads: int) ->
              for i in range(0, len(ch.tiles), batch)]  # fmt: skip
     x = {m: torch.randn(batch, len(c.bands), plan.tile_h, plan.tile_w)
          for m, c in card.modalities.items()}  # fmt: skip
-    with torch.inference_mode():
-        model({k: v[:1] for k, v in x.items()})  # warm-up
-        t0 = time.perf_counter()
-        for n in sizes:
-            model({k: v[:n] for k, v in x.items()})
-        dt = time.perf_counter() - t0
+    def run(n: int) -> None:
+        with torch.inference_mode():
+            torch.softmax(model({k: v[:n] for k, v in x.items()}), dim=1)
+
+    run(1)  # warm-up
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(run, sizes))
+    dt = time.perf_counter() - t0
     return {"model_s": dt, "tiles": sum(sizes), "overlap_factor": plan.overlap_factor}
 
 
@@ -136,6 +146,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench")
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2, help="workers for the non-compared sizes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict.json")
     a = ap.parse_args()
     from geoseg.init import init_bundle
@@ -156,35 +167,43 @@ def main() -> None:
         scene = a.work / f"scene_{size}.tif"
         if not scene.exists():
             mosaic_scene(SOURCE, scene, size)
-        models = ["unet-r18"] + (["tinycnn"] if size in a.compare_sizes else [])
-        for mname in models:
-            if size not in a.sizes and mname == "unet-r18" and size not in a.compare_sizes:
-                continue
+        compare = size in a.compare_sizes
+        for mname in ["unet-r18"] + (["tinycnn"] if compare else []):
             b = str(bundles[mname])
             row: dict = {"size": size, "model": mname, "mpx": size * size / 1e6}
-            for workers in ([1, 2] if size in a.compare_sizes else [2]):
-                g = measure("geoseg", str(scene), b, str(a.work / f"out_{size}_{mname}"),
-                            str(a.work / "tiles"), str(a.chunk), str(workers), str(a.batch))
-                row[f"geoseg_w{workers}"] = g
-            best = min((k for k in row if k.startswith("geoseg_w")), key=lambda k: row[k]["wall_s"])
-            g = row[best]
-            m = measure("model_only", str(scene), b, str(a.chunk), str(a.batch), str(cores))
+
+            common = [str(scene), b, str(a.work / f"out_{size}_{mname}"), str(a.work / "tiles"),
+                      str(a.chunk)]
+
+            def geoseg(workers: int, outputs: str, common: list[str] = common) -> dict:
+                return measure("geoseg", *common, str(workers), str(a.batch), outputs)
+
+            # classes COG only: the same work as the hand-written loop
+            for w in ([1, 2] if compare else [a.workers]):
+                row[f"classes_w{w}"] = geoseg(w, "classes")
+            best = min((k for k in row if k.startswith("classes_w")), key=lambda k: row[k]["wall_s"])
+            w = int(best.split("_w")[1])
+            row["best_workers"] = w
+            row["full"] = geoseg(w, "full")  # + confidence COG, polygons, quicklook, styles
+            m = measure("model_only", str(scene), b, str(a.chunk), str(a.batch), str(w))
             row["model_only"] = m
-            row["best"] = best
-            row["efficiency"] = m["model_s"] / g["wall_s"]
+            g = row[best]
+            row["efficiency_classes"] = m["model_s"] / g["wall_s"]
+            row["efficiency_full"] = m["model_s"] / row["full"]["wall_s"]
             row["mpx_per_s"] = row["mpx"] / g["wall_s"]
-            if size in a.compare_sizes:
-                hl = measure("handloop", str(scene), b, str(a.work / f"hand_{size}.tif"), str(cores))
+            line = (f"{size:>6}² {mname:9s} classes {g['wall_s']:7.1f}s (w{w}) full "
+                    f"{row['full']['wall_s']:7.1f}s  {row['mpx_per_s']:5.2f} Mpx/s  rss "
+                    f"{row['full']['peak_rss_mib']:6.0f} MiB  eff {row['efficiency_classes']:.2f}/"
+                    f"{row['efficiency_full']:.2f}  overlap {m['overlap_factor']:.3f}")  # fmt: skip
+            if compare:
+                hl = measure("handloop", str(scene), b, str(a.work / f"hand_{size}.tif"),
+                             str(cores))  # fmt: skip
                 row["hand_loop"] = hl
                 row["speedup_vs_hand_loop"] = hl["wall_s"] / g["wall_s"]
+                line += f"  hand-loop {hl['wall_s']:.1f}s (x{row['speedup_vs_hand_loop']:.2f})"
             results["runs"].append(row)
-            print(f"{size:>6}² {mname:9s} wall {g['wall_s']:7.1f}s  {row['mpx_per_s']:6.2f} Mpx/s  "
-                  f"rss {g['peak_rss_mib']:7.0f} MiB  eff {row['efficiency']:.2f}  "
-                  f"overlap {m['overlap_factor']:.3f}"
-                  + (f"  hand-loop {row['hand_loop']['wall_s']:.1f}s "
-                     f"(x{row['speedup_vs_hand_loop']:.2f})" if "hand_loop" in row else ""),
-                  flush=True)  # fmt: skip
-    rss = {r["size"]: r[r["best"]]["peak_rss_mib"] for r in results["runs"] if r["model"] == "unet-r18"}
+            print(line, flush=True)
+    rss = {r["size"]: r["full"]["peak_rss_mib"] for r in results["runs"] if r["model"] == "unet-r18"}
     if 4096 in rss and max(rss) > 4096:
         results["rss_ratio_largest_vs_4096"] = rss[max(rss)] / rss[4096]
         print(f"peak RSS {max(rss)}² / 4096²: {results['rss_ratio_largest_vs_4096']:.2f}")

@@ -93,11 +93,12 @@ def accumulate(
         if a0 >= a1 or b0 >= b1:
             continue
         src = (slice(a0 - ra0, a1 - ra0), slice(b0 - ca0, b1 - ca0))
-        pieces[dst] = (
-            (a0 - r0, a1 - r0, b0 - c0, b1 - c0),
-            acc[(slice(None), *src)].copy(),
-            valid[src].copy(),
-        )
+        # the own piece stays a view (no second copy of the big accumulator); pieces for
+        # neighbours are copied so the accumulator is freed once this chunk is finished
+        own = dst == index
+        part, v = acc[(slice(None), *src)], valid[src]
+        pieces[dst] = ((a0 - r0, a1 - r0, b0 - c0, b1 - c0),
+                       part if own else part.copy(), v if own else v.copy())  # fmt: skip
     return {"pieces": pieces, "timing": dict(timer.seconds)}
 
 
@@ -131,14 +132,30 @@ def blend(
         valid[a0:a1, b0:b1] = v
     weight = acc[k]
     valid &= weight > 0
-    probs = acc[:k] / np.where(weight > 0, weight, 1.0)
-    best = probs.argmax(axis=0)
+    probs = acc[:k]
+    probs /= np.where(weight > 0, weight, 1.0)  # in place: no second (k, h, w) array
+    best, top = argmax_first_axis(probs)
     classes = np.where(valid, job.class_ids[best], NODATA).astype(np.uint8)
-    conf = np.where(valid, np.rint(probs.max(axis=0) * 254), NODATA).astype(np.uint8)
+    conf = np.where(valid, np.rint(top * 254), NODATA).astype(np.uint8)
     qprobs = None
     if job.probabilities:
         qprobs = np.where(valid[None], np.rint(probs * 254), NODATA).astype(np.uint8)
     return classes, conf, qprobs
+
+
+def argmax_first_axis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax, max) over axis 0 of a (k, h, w) array, first index on ties like np.argmax.
+
+    One contiguous pass per class: several times faster than ``argmax(axis=0)``, whose
+    reduction strides across planes.
+    """
+    best = np.zeros(x.shape[1:], np.uint8)
+    top = x[0].copy()
+    for i in range(1, x.shape[0]):
+        better = x[i] > top
+        best[better] = i
+        np.maximum(top, x[i], out=top)
+    return best, top
 
 
 def finish(

@@ -22,7 +22,7 @@ from geoseg.config import StrictModel
 from geoseg.engine import StageTimer, model_digest, open_engine, read_model_card
 from geoseg.errors import InputError, OutputError
 from geoseg.predict import ChunkJob, build_graph, run_graph
-from geoseg.runtime import gdal_env, plan_threads
+from geoseg.runtime import available_cores, gdal_env, plan_threads
 from geoseg.scene import Scene
 from geoseg.store import NODATA, TileStore, atomic_write_text
 from geoseg.tiling import TilePlan
@@ -41,7 +41,7 @@ class PredictOptions(StrictModel):
     batch: int = Field(4, ge=1)
     device: str = "cpu"
     amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")
-    workers: int | None = Field(None, ge=1, description="parallel chunk tasks (default: 1)")
+    workers: int | None = Field(None, ge=1, description="parallel chunk tasks (default: cores)")
     bands: Sequence[int | str] | None = None
     modality_bands: Mapping[str, Sequence[int | str]] = Field(default_factory=dict)
     probabilities: bool = False
@@ -161,8 +161,6 @@ def predict(
     if not opts.overwrite and _finished(paths, rid):
         log.info("%s: already done (run %s); use --overwrite to recompute", image, rid)
         return json.loads(paths["report"].read_text())
-    workers, threads = plan_threads(opts.workers)
-    torch.set_num_threads(threads)
     store_root = (Path(opts.tiles_dir) / rid).resolve()
     if opts.overwrite or not opts.resume:
         TileStore(store_root).remove()
@@ -172,6 +170,9 @@ def predict(
                              opts.probabilities, manifest)  # fmt: skip
     done_before = set(store.done_stats())
     pending = [idx for idx in plan.chunks if idx not in done_before]
+    # fewer chunks than workers: give the idle workers' cores to torch instead
+    workers, threads = plan_threads(min(opts.workers or available_cores(), max(1, len(pending))))
+    torch.set_num_threads(threads)
     log.info("run %s: %d chunks (%d already done), %d tiles of %d px, overlap %d px, "
              "%d worker(s) x %d thread(s)", rid, len(plan.chunks), len(done_before),
              plan.n_tiles, tile, overlap, workers, threads)  # fmt: skip

@@ -1,4 +1,7 @@
-"""Small PNG quicklook of a class raster with a colour legend (read from its overviews)."""
+"""Small PNG quicklook of a class raster with a colour legend (read from its overviews).
+
+Drawn with Pillow, not matplotlib: it runs after every prediction and must stay cheap.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,8 @@ from geoseg.card import ClassInfo
 def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: str = "",
                     max_side: int = 800, nodata: int = 255) -> Path:  # fmt: skip
     """Render ``cog`` (class ids) at most ``max_side`` px wide, with a legend of the classes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import rasterio
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    from PIL import Image, ImageDraw, ImageFont
     from rasterio.enums import Resampling
 
     with rasterio.open(cog) as ds:
@@ -27,24 +25,28 @@ def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: s
         shape = (max(1, int(ds.height / f)), max(1, int(ds.width / f)))
         # nearest on a COG reads the closest overview, never the full-resolution scene
         data = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-    lut = np.zeros((256, 4))
+    lut = np.full((256, 4), 255, np.uint8)
+    lut[:, 3] = 0  # unknown ids and nodata: transparent
     for c in classes:
-        lut[c.id] = (*(v / 255 for v in c.rgb), 1.0)
+        lut[c.id] = (*c.rgb, 255)
     rgba = lut[data]
-    rgba[data == nodata] = (0, 0, 0, 0)
-    fig, ax = plt.subplots(figsize=(8, 8 * shape[0] / shape[1] + 0.6), dpi=100)
-    ax.imshow(rgba, interpolation="nearest", cmap=ListedColormap(lut[:, :3]))
-    ax.set_axis_off()
+    present = [c for c in classes if c.id in set(np.unique(data).tolist())]
+    font = ImageFont.load_default()
+    line = 16
+    legend_w = 12 + max([int(font.getlength(f"{c.id} {c.name}")) for c in present] + [0]) + 24
+    top = line + 8 if title else 4
+    canvas = Image.new("RGBA", (shape[1] + legend_w + 8, max(shape[0], len(present) * line) + top + 4),
+                       (255, 255, 255, 255))  # fmt: skip
+    canvas.alpha_composite(Image.fromarray(rgba, "RGBA"), (4, top))
+    draw = ImageDraw.Draw(canvas)
     if title:
-        ax.set_title(title, fontsize=10)
-    present = set(np.unique(data).tolist())
-    handles = [Patch(facecolor=c.color, edgecolor="black", label=f"{c.id} {c.name}")
-               for c in classes if c.id in present]  # fmt: skip
-    if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
-                  frameon=False)  # fmt: skip
+        draw.text((4, 4), title, fill=(0, 0, 0, 255), font=font)
+    x0 = shape[1] + 12
+    for i, c in enumerate(present):
+        y = top + i * line
+        draw.rectangle((x0, y + 2, x0 + 10, y + 12), fill=(*c.rgb, 255), outline=(0, 0, 0, 255))
+        draw.text((x0 + 16, y), f"{c.id} {c.name}", fill=(0, 0, 0, 255), font=font)
     tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
+    canvas.convert("RGB").save(tmp, optimize=True)
     tmp.replace(png)
     return png

@@ -127,7 +127,7 @@ class HPCLNet(SegModel):
 
     @property
     def halo(self) -> int:
-        # same receptive field as DeepTriNet (ResNet OS16 + ASPP 6/12/18); see docs/models.md
+        # ResNet OS16 + ASPP like DeepTriNet: ERF r50 ≈ 160 px, capped at a quarter of a 512 tile
         return 128
 
     # ------------------------------------------------------------------ inference

@@ -222,8 +222,8 @@ class TIMF(SegModel):
 
     @property
     def halo(self) -> int:
-        # attention is global over the tile, but the effective receptive field measured by
-        # benchmarks/models.py is local; see docs/models.md
+        # spatial-reduction attention is global over the tile, but half the effective receptive
+        # field lies within ~40 px (r50, benchmarks/models.py)
         return 64
 
     def _forward(self, inputs: Mapping[str, Tensor]) -> Tensor:

@@ -360,10 +360,10 @@ class Trainer:
                 save_bundle(self.model, card, self.out / "best")
         if self.dist.main:
             write_history(self.history, self.out)
-        if self.progress and self.dist.main:
-            tqdm.write(f"step {self.step}: val mIoU {_fmt(metrics['miou'])}, OA "
-                       f"{_fmt(metrics['overall_accuracy'])}, train loss "
-                       f"{_fmt(row['train_loss'])}")  # fmt: skip
+        if self.dist.main:
+            msg = (f"step {self.step}: val mIoU {_fmt(metrics['miou'])}, OA "
+                   f"{_fmt(metrics['overall_accuracy'])}, train loss {_fmt(row['train_loss'])}")
+            tqdm.write(msg) if self.progress else log.info(msg)
 
     def finish(self) -> TrainResult:
         """Write the last bundle (after a final validation) and the run report (rank 0)."""
@@ -404,6 +404,9 @@ class Trainer:
                        for s in prep.scenes],
             "modalities": {m: {"bands": prep.roles[m], **prep.norm[m]} for m in prep.modalities},
             "normalisation": prep.norm, "split": self.split,
+            "vector_labels": cfg.vector_labels.model_dump(),
+            "scene_specs": [s.model_dump(mode="json", exclude_none=True)
+                            for s in prep.catalog_scenes],
             "best": self.best, "best_metric": cfg.best_metric,
             "outputs": {"best": str(self.out / "best"), "last": str(self.out / "last"),
                         "history_csv": str(self.out / "history.csv"),

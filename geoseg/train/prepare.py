@@ -36,6 +36,7 @@ class Prepared:
     class_pixels: list[int]
     gsd: float
     catalog: str | None
+    catalog_scenes: list[CatalogScene]
 
     def split_report(self, cfg: TrainConfig) -> dict[str, Any]:
         """The split, stated for the run report (and checked: no window touches validation)."""
@@ -152,5 +153,5 @@ def prepare(cfg: TrainConfig, resolve: Callable[[str], Path], default_catalog: s
         resampling={m: first.modalities[m].resampling for m in modalities},
         scenes=scenes, scans=scans, splits=splits, cands=cands, val_tiles=tiles, norm=norm,
         class_pixels=[int(v) for v in pixels], gsd=float(first.grid.resolution[0]),
-        catalog=catalog,
+        catalog=catalog, catalog_scenes=cat_scenes,
     )  # fmt: skip

@@ -37,12 +37,14 @@ def first_error(exc: ValidationError) -> str:
 class Profiled(BaseModel):
     """Mixin for steps: ``profile`` + ``profiles``; ``config()`` gives the effective settings."""
 
-    config_class: ClassVar[type[BaseModel]]
+    config_class: ClassVar[Any]
     profile: str | None = Field(None, description="profile applied by default")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named overrides of this step's keys")
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
     _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: run-time options that are not settings (e.g. stop_after for time-sliced jobs)
+    _session: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -50,6 +52,10 @@ class Profiled(BaseModel):
         obj = handler(data)
         if isinstance(data, dict):
             obj._raw = {k: v for k, v in data.items() if k not in STEP_KEYS}
+            try:
+                obj.validate_profiles()
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return obj
 
     @model_validator(mode="after")
@@ -68,7 +74,8 @@ class Profiled(BaseModel):
         for name in self.profiles:
             self.config(name)
 
-    def with_profile(self, profile: str | None, overrides: dict[str, Any] | None = None) -> Any:
+    def with_profile(self, profile: str | None, overrides: dict[str, Any] | None = None,
+                     session: dict[str, Any] | None = None) -> Any:  # fmt: skip
         """A copy using ``profile`` (None: the step's default) plus explicit overrides."""
         if profile is not None and profile not in self.profiles:
             raise ConfigError(f"step {getattr(self, 'name', '?')!r} has no profile {profile!r}; "
@@ -76,6 +83,7 @@ class Profiled(BaseModel):
         copy = self.model_copy(update={"profile": profile or self.profile})
         copy._raw = dict(self._raw)
         copy._overrides = dict(overrides or {})
+        copy._session = dict(session or {})
         return copy
 
     def config(self, profile: str | None = None) -> Any:
@@ -89,5 +97,4 @@ class Profiled(BaseModel):
             return self.config_class.model_validate(data)
         except ValidationError as exc:
             where = f"profile {name!r}: " if name else ""
-            raise ConfigError(f"step {getattr(self, 'name', None) or '?'!r}: {where}"
-                              f"{first_error(exc)}") from None  # fmt: skip
+            raise ConfigError(f"{where}{first_error(exc)}; fix the pipeline") from None

@@ -25,6 +25,10 @@ class Rect:
     c0: int
     c1: int
 
+    def __post_init__(self) -> None:
+        for name in ("r0", "r1", "c0", "c1"):  # numpy integers would not survive JSON
+            object.__setattr__(self, name, int(getattr(self, name)))
+
     def intersects(self, other: Rect) -> bool:
         rows = self.r0 < other.r1 and other.r0 < self.r1
         return rows and self.c0 < other.c1 and other.c0 < self.c1
