@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -11,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from geoseg.bundle import Bundle, bundle_digest, load_bundle, read_card
 from geoseg.card import ModelCard
 from geoseg.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 class StageTimer:
@@ -104,6 +109,35 @@ def open_engine(model: str | Path, device: str = "cpu", threads: int = 1,
     return Engine(load_bundle(model, device), device, amp=amp)
 
 
+def fuse_for_inference(model: nn.Module, sample: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Fold BatchNorm into the preceding convolutions wherever a submodule can be traced.
+
+    Traceable submodules (encoders, decoders...) are fused with torch.fx; the others are
+    searched recursively. The fused model is kept only if it reproduces the original outputs
+    on ``sample``; otherwise the original is returned.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    fused = copy.deepcopy(model).eval()
+
+    def walk(module: nn.Module) -> None:
+        for name, child in list(module.named_children()):
+            if not any(isinstance(m, nn.BatchNorm2d) for m in child.modules()):
+                continue
+            try:
+                setattr(module, name, fuse(child))
+            except Exception:
+                walk(child)
+
+    walk(fused)
+    with torch.inference_mode():
+        ref, out = model(sample), fused(sample)
+    if ref.shape == out.shape and torch.allclose(ref, out, rtol=1e-3, atol=1e-3):
+        return fused
+    log.info("BatchNorm folding changed the outputs; running the model unfused")
+    return model
+
+
 class Engine:
     """Normalisation + batched forward + softmax for one bundle on one device."""
 
@@ -111,7 +145,10 @@ class Engine:
         self.bundle = bundle
         self.card = bundle.card
         self.device = resolve_device(device)
-        self.model = bundle.model.to(self.device).eval()
+        model = bundle.model.to(self.device).eval()
+        sample = {name: torch.randn(1, len(m.bands), 64, 64, device=self.device)
+                  for name, m in self.card.modalities.items()}  # fmt: skip
+        self.model = fuse_for_inference(model, sample)
         self.cuda = self.device.type == "cuda"
         # bf16 where supported (no overflow), else fp16
         self.amp_dtype = (torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported()

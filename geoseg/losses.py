@@ -31,9 +31,7 @@ def annealing_factor(step: float, max_step: int, schedule: Schedule = "cosine") 
     raise ValueError(f"unknown annealing schedule {schedule!r}; use cosine, poly or linear")
 
 
-def focal_weights(
-    logits: Tensor, target: Tensor, ce: Tensor, gamma: float, ignore_index: int
-) -> Tensor:
+def focal_weights(logits: Tensor, target: Tensor, ce: Tensor, gamma: float, ignore_index: int) -> Tensor:
     """Normalised focal weights s_i = Z·(1 − p_i)^γ, Z = Σ l_i / Σ l_i (1 − p_i)^γ (no grad).
 
     ``ce`` is the per-pixel CE (0 on ignored pixels); Z is taken over the whole batch so the

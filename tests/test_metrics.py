@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ def test_streaming_over_chunks_equals_whole_array() -> None:
         assert cm.metrics() == whole.metrics()
 
 
-def test_reports_written(tmp_path) -> None:  # noqa: ANN001
+def test_reports_written(tmp_path: Path) -> None:
     m = compute_metrics([[5, 1], [2, 3]], ["background", "building"])
     paths = write_metrics(m, tmp_path, "evaluation", "Demo")
     assert json.loads(paths["json"].read_text())["miou"] == pytest.approx(m["miou"])

@@ -15,7 +15,7 @@ from geoseg.catalog import LabelSpec
 from geoseg.errors import InputError
 from geoseg.grid import GridBox
 from geoseg.train.config import VectorLabels
-from geoseg.train.labels import IGNORE, open_labels
+from geoseg.train.labels import IGNORE, LabelSource, open_labels
 from tests.conftest import DATA, shared
 
 ALEX = DATA / "alexandria"
@@ -27,7 +27,7 @@ def _grid(path: Path) -> GridBox:
         return GridBox.from_dataset(ds)
 
 
-def _tiled(src, grid: GridBox, chunk: int) -> np.ndarray:  # noqa: ANN001
+def _tiled(src: LabelSource, grid: GridBox, chunk: int) -> np.ndarray:
     out = np.empty(grid.shape, np.uint8)
     for r0, r1, c0, c1 in grid.chunks(chunk):
         out[r0:r1, c0:c1] = src.read(r0, r1, c0, c1)
@@ -93,7 +93,7 @@ def test_raster_labels_map_ids_and_ignore(tmp_path: Path) -> None:
 def test_bad_vector_labels(tmp_path: Path) -> None:
     grid = _grid(ALEX / "hag.tif")
     geojson = str(ALEX / "buildings.geojson")
-    with pytest.raises(InputError, match="no attribute 'klass'.*fix class_field"):
+    with pytest.raises(InputError, match=r"no attribute 'klass'.*fix class_field"):
         open_labels(LabelSpec(path=geojson, class_field="klass"), grid, BUILDINGS)
     with pytest.raises(InputError, match="class_value 5 is not in the class table"):
         open_labels(LabelSpec(path=geojson, class_value=5), grid, BUILDINGS)

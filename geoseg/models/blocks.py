@@ -35,8 +35,7 @@ def make_encoder(
         ) from None
     except (ValueError, AttributeError) as exc:
         raise ModelError(
-            f"encoder {name!r} cannot run at output stride {output_stride} ({exc}); "
-            "use a ResNet encoder"
+            f"encoder {name!r} cannot run at output stride {output_stride} ({exc}); use a ResNet encoder"
         ) from None
     if weights and hub is None:
         load_encoder_weights(encoder, weights)
@@ -148,9 +147,7 @@ class ASPP(nn.Module):
         branches += [nn.Sequential(conv_bn_relu(cin, cout, 3, r), gate(cout)) for r in rates]
         self.branches = nn.ModuleList(branches)
         self.pool = conv_bn_relu(cin, cout, 1)
-        self.project = nn.Sequential(
-            conv_bn_relu(cout * (len(branches) + 1), cout, 1), nn.Dropout(dropout)
-        )
+        self.project = nn.Sequential(conv_bn_relu(cout * (len(branches) + 1), cout, 1), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.pool(F.adaptive_avg_pool2d(x, 1)).expand(-1, -1, *x.shape[-2:])

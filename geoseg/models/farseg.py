@@ -47,9 +47,7 @@ class FPN(nn.Module):
     def __init__(self, in_channels: Sequence[int], out_channels: int):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels
-        )
+        self.output = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
         for conv in [*self.lateral, *self.output]:
             nn.init.kaiming_uniform_(conv.weight, a=1)  # the official FPN init
             nn.init.zeros_(conv.bias)
@@ -90,9 +88,7 @@ class SceneRelation(nn.Module):
 
     def forward(self, scene: Tensor, feats: Sequence[Tensor]) -> list[Tensor]:
         out = []
-        for proj, content, reencode, p in zip(
-            self.scene, self.content, self.reencode, feats, strict=True
-        ):
+        for proj, content, reencode, p in zip(self.scene, self.content, self.reencode, feats, strict=True):
             relation = torch.sigmoid((proj(scene) * content(p)).sum(dim=1, keepdim=True))
             out.append(relation * reencode(p))
         return out

@@ -285,9 +285,7 @@ class HPCLNet(SegModel):
         keys, key_labels = self._sample_keys(k, labels)
         queued, queued_labels = self.queued()
         all_keys, all_labels = torch.cat([keys, queued]), torch.cat([key_labels, queued_labels])
-        contrast = supervised_infonce(
-            anchors, anchor_labels, all_keys, all_labels, self.args.temperature
-        )
+        contrast = supervised_infonce(anchors, anchor_labels, all_keys, all_labels, self.args.temperature)
         if self.training:
             self.enqueue(keys, key_labels)
         weight = self.contrast_weight(step)

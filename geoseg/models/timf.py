@@ -119,9 +119,7 @@ class IntermediaryFusion(nn.Module):
         self.g_mlp = Mlp(dim, mlp_ratio)
         self.d_norm_tok = nn.LayerNorm(dim)
         self.d_norm = nn.ModuleDict({m: nn.LayerNorm(dim) for m in ("rgb", "height")})
-        self.d_attn = nn.ModuleDict(
-            {m: TokenAttention(dim, heads, sr_ratio) for m in ("rgb", "height")}
-        )
+        self.d_attn = nn.ModuleDict({m: TokenAttention(dim, heads, sr_ratio) for m in ("rgb", "height")})
         self.d_norm_mlp = nn.ModuleDict({m: nn.LayerNorm(dim) for m in ("rgb", "height")})
         self.d_mlp = nn.ModuleDict({m: Mlp(dim, mlp_ratio) for m in ("rgb", "height")})
 
@@ -204,9 +202,7 @@ class TIMF(SegModel):
                 load_encoder_weights(stream, weights)
             return
         a = self.args
-        name = next(
-            (n for n, (d, dp) in MIT_DIMS.items() if (d, dp) == (a.embed_dims, a.depths)), None
-        )
+        name = next((n for n, (d, dp) in MIT_DIMS.items() if (d, dp) == (a.embed_dims, a.depths)), None)
         if name is None:
             raise ModelError(
                 f"encoder_weights={weights!r} needs the embed_dims/depths of one of "

@@ -152,6 +152,9 @@ class Trainer:
         self.resumed_from: int | None = None
         self.status = "running"
         self.last_metrics: dict[str, Any] | None = None
+        #: training loss/accuracy sums since the last validation (checkpointed, so the history
+        #: row after a resume averages the same steps as without the interruption)
+        self.running = _running()
 
     def _threads(self) -> None:
         import os
@@ -185,6 +188,7 @@ class Trainer:
         self.step, self.history = int(meta["step"]), list(meta["history"])
         self.best, self.samples = meta["best"], int(meta["samples"])
         self.elapsed = float(meta["elapsed"])
+        self.running = {**_running(), **meta.get("running", {})}
         self.resumed_from = self.step
         log.info("resumed %s at step %d of %d", self.out, self.step, self.cfg.steps)
 
@@ -193,6 +197,7 @@ class Trainer:
             return
         meta = {"step": self.step, "history": self.history, "best": self.best,
                 "samples": self.samples, "elapsed": self.elapsed, "status": self.status,
+                "running": {k: v for k, v in self.running.items() if k != "t"},
                 "config": self.cfg.model_dump(mode="json")}  # fmt: skip
         save_checkpoint(self.ckpt, self.model, self.optimizer, meta, self.scaler)
 
@@ -279,8 +284,8 @@ class Trainer:
         ckpt_every = cfg.checkpoint_every or cfg.val_every
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train",
                    disable=not (self.progress and self.dist.main), leave=False)  # fmt: skip
-        run = {"loss": 0.0, "n": 0, "correct": 0.0, "labelled": 0.0, "t": time.perf_counter(),
-               "samples": 0}  # fmt: skip
+        run = self.running
+        run["t"] = time.perf_counter()
         status = "finished"
         lr = 0.0
         with bar:
@@ -312,8 +317,7 @@ class Trainer:
                 done = self.step >= cfg.steps or status == "time_limit"
                 if self.step % cfg.val_every == 0 or done:
                     self._validate_and_record(run, lr)
-                    run = {"loss": 0.0, "n": 0, "correct": 0.0, "labelled": 0.0,
-                           "t": time.perf_counter(), "samples": 0}  # fmt: skip
+                    run = self.running = _running()
                 if status == "time_limit":
                     break
                 if stop_after is not None and self.step - session_start >= stop_after \
@@ -416,6 +420,11 @@ class Trainer:
 
     def close(self) -> None:
         ddp.cleanup(self.dist)
+
+
+def _running() -> dict[str, Any]:
+    return {"loss": 0.0, "n": 0, "correct": 0.0, "labelled": 0.0, "samples": 0,
+            "t": time.perf_counter()}  # fmt: skip
 
 
 def _fmt(v: float | None) -> str:
