@@ -334,6 +334,9 @@ def test_hpcl_inference_drops_training_parts(tmp_path: Path) -> None:
     assert not fresh.has_training_parts
     fresh.load_state_dict(model.state_dict())
     assert torch.equal(fresh.queue, model.queue)
+    wrapped = torch.nn.ModuleDict({"model": hpcl()})  # also when nested in a training wrapper
+    wrapped.load_state_dict(torch.nn.ModuleDict({"model": model}).state_dict())
+    assert torch.equal(wrapped["model"].queue_ptr, model.queue_ptr)
     # a bundle (inference weights only) never builds them
     path = save_bundle(model, card_for("hpclnet", model), tmp_path / "hpcl")
     assert not load_bundle(path).model.has_training_parts

@@ -45,7 +45,8 @@ class SegModel(nn.Module):
         if missing:
             raise ModelError(
                 f"{type(self).__name__} needs modalities {list(self.required)}; "
-                f"missing {missing}: add them with --modality NAME=PATH"
+                f"missing {missing}: add them (model init: --modality NAME=BANDS; "
+                "predict: --modality NAME=PATH)"
             )
         for name, bands in modalities.items():
             if bands < 1:

@@ -166,13 +166,13 @@ class HPCLNet(SegModel):
         self.register_buffer("queue_ptr", torch.zeros(k, dtype=torch.long, device=ref.device))
         self.register_buffer("queue_count", torch.zeros(k, dtype=torch.long, device=ref.device))
 
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> Any:
-        # a training checkpoint carries the momentum copy and queues: build them to receive it
-        if any(k.startswith(("momentum_", "queue")) for k in state_dict):
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        # a training checkpoint carries the momentum copy and queues: build them to receive it.
+        # Hooked here (not in load_state_dict) so it also works when the model is nested, e.g.
+        # inside a training wrapper; children are loaded after this call.
+        if any(k.startswith((f"{prefix}momentum_", f"{prefix}queue")) for k in state_dict):
             self.enable_training_parts()
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @torch.no_grad()
     def momentum_update(self) -> None:

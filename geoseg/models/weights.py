@@ -34,7 +34,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> tuple[list[str
             adapted[key] = adapt_first_conv(value, own[key].shape[1])
         elif key in own and own[key].shape == value.shape:
             adapted[key] = value
-    result = encoder.load_state_dict(adapted, strict=False)
+    # smp encoders override load_state_dict and return None: call the base implementation
+    result = nn.Module.load_state_dict(encoder, adapted, strict=False)
     return list(result.missing_keys), list(result.unexpected_keys)
 
 
