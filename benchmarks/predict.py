@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
     ap.add_argument("--compare-sizes", type=int, nargs="+", default=[2048, 4096])
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench")
-    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2, help="workers for the non-compared sizes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict.json")

@@ -41,18 +41,19 @@ THROUGHPUT_MODELS: dict[str, dict[str, Any]] = {
     "hpclnet": {**SMALL, "decoder_channels": 64, "queue_size": 1024, "warmup_steps": 0},
     "timf": {},
 }
-MODALITIES = {"timf": ["dsm", "height"], "hpclnet": ["image", "dem"]}
 
 
 def _alex_scene(model: str) -> dict[str, Any]:
     mods = {"dsm": str(ALEX / "dsm.tif"), "height": str(ALEX / "hag.tif")}
+    if model == "timf":  # the DSM stands in for the image stream
+        mods = {"image": str(ALEX / "dsm.tif"), "height": str(ALEX / "hag.tif")}
     if model == "hpclnet":
         mods = {"image": str(ALEX / "dsm.tif"), "dem": str(ALEX / "dtm.tif")}
     return {"id": "alexandria", "modalities": mods,
             "labels": {"path": str(ALEX / "buildings.geojson"), "class_value": 1}}
 
 
-def throughput(threads: int, steps: int = 4) -> list[dict[str, Any]]:
+def throughput(threads: int, steps: int = 6) -> list[dict[str, Any]]:
     from geoseg.train.config import TrainConfig
     from geoseg.train.loop import Trainer
 

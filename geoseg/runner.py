@@ -37,7 +37,7 @@ class PredictOptions(StrictModel):
 
     tile: int | None = Field(None, description="model tile size (default: the bundle's)")
     overlap: int | None = Field(None, description="tile overlap px (default: the bundle's halo)")
-    chunk: int = Field(2048, ge=16, description="output chunk size in pixels")
+    chunk: int = Field(1024, ge=16, description="output chunk size in pixels")
     batch: int = Field(4, ge=1)
     device: str = "cpu"
     amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")

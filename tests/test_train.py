@@ -246,3 +246,39 @@ def test_own_losses_and_training_only_state(tmp_path: Path) -> None:
             assert "model.queue" in ckpt and any(k.startswith("model.momentum_") for k in ckpt)
             assert not any(k.startswith(("queue", "momentum_", "projector.")) for k in bundle)
         assert all(torch.isfinite(v).all() for v in bundle.values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------- shipped files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+SHIPPED = [*sorted(p.name for p in (REPO / "pipelines").glob("train-*.yaml")), "demo.yaml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_training_pipelines_validate(name: str) -> None:
+    pipe = Pipeline.load(REPO / "pipelines" / name)
+    train_steps = [s for s in pipe.steps if s.type == "train"]
+    assert train_steps
+    for step in pipe.steps:
+        for profile in step.profiles:
+            step.config(profile)  # every profile is a valid configuration
+    if name != "demo.yaml":
+        assert {"smoke", "full"} <= set(train_steps[0].profiles)
+        assert train_steps[0].config("smoke").device == "cpu"
+
+
+def test_committed_demo_bundle(tmp_path: Path) -> None:
+    from geoseg.runner import PredictOptions, predict
+
+    demo = REPO / "models" / "demo"
+    size = sum(p.stat().st_size for p in demo.iterdir())
+    assert size <= 10 * 2**20
+    card = read_card(demo)
+    assert card.trained and list(card.modalities) == ["height", "dsm"]
+    assert [c.name for c in card.classes] == ["background", "building"]
+    rep = predict(ALEX / "hag.tif", demo, tmp_path, {"dsm": ALEX / "dsm.tif"},
+                  PredictOptions(vector="none", progress=False, tiles_dir=tmp_path / "tiles"))
+    built = rep["classes"]["building"]["pixels"] / rep["valid_pixels"]
+    assert 0.03 < built < 0.3  # buildings are found, not everywhere

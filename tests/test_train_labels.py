@@ -118,3 +118,27 @@ def test_points_are_buffered(tmp_path: Path) -> None:
     disc = open_labels(spec, grid, BUILDINGS, VectorLabels(buffer=5.0))
     out = disc.read(0, grid.height, 0, grid.width)
     assert (out == 1).sum() > 10 and (out == 0).sum() > 10
+
+
+def test_raster_labels_on_another_grid_are_warped_by_nearest(tmp_path: Path) -> None:
+    """A 4 m label raster (no nodata) read on the 2 m scene grid: nearest neighbour, and
+    pixels beyond the label raster unlabelled."""
+    from affine import Affine
+
+    grid = _grid(ALEX / "hag.tif")
+    gdf = gpd.read_file(ALEX / "buildings.geojson").to_crs(grid.crs)
+    t = grid.transform
+    coarse = Affine(4.0, 0, t.c + 40, 0, -4.0, t.f - 40)  # starts 20 px inside the scene
+    shape = (100, 110)
+    lab4 = rasterize([(g, 1) for g in gdf.geometry], out_shape=shape, transform=coarse,
+                     fill=0, dtype="uint8")  # fmt: skip
+    path = tmp_path / "labels4m.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
+                       dtype="uint8", crs=grid.crs, transform=coarse) as ds:
+        ds.write(lab4, 1)
+    src = open_labels(LabelSpec(path=str(path)), grid, BUILDINGS)
+    out = src.read(0, grid.height, 0, grid.width)
+    assert (out[:20] == IGNORE).all() and (out[:, :20] == IGNORE).all()
+    # every 2 m pixel takes the value of the 4 m cell containing its centre
+    assert np.array_equal(out[20:220:2, 20:240:2], lab4)
+    assert np.array_equal(out[21:221:2, 21:241:2], lab4)

@@ -4,21 +4,31 @@ Each chunk is vectorised with GDAL's polygonizer (``rasterio.features.shapes``) 
 coordinates, which are exact integers: border tests and unions are then exact, so the polygon
 set does not depend on the chunk size. Only polygons that touch an interior chunk border are
 kept aside and merged (spatial index + union-find); the others are final as soon as their
-chunk is done. Georeferencing, ground areas and simplification come last, on the merged set.
+chunk is done.
+
+Two front ends share these steps:
+
+* ``polygonize`` returns one GeoDataFrame (memory grows with the number of polygons, about
+  1.7 KB each: right for a viewport, e.g. in Jupyter);
+* ``polygonize_to_file`` streams the final polygons of each chunk to the output file and only
+  keeps the border pieces in memory: O(chunk + border polygons), for whole scenes.
 """
 
 from __future__ import annotations
 
 import gc
 import glob
+import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -38,6 +48,7 @@ from geoseg.io import remove_quietly, temp_sibling, writable_folder
 log = logging.getLogger(__name__)
 
 BlockReader = Callable[[int, int, int, int], "np.ndarray | None"]
+Window = tuple[int, int, int, int]
 
 #: Output formats by file extension: (label, OGR driver or None for GeoParquet).
 FORMATS = {
@@ -54,6 +65,9 @@ _SHP_STALE = (".qix", ".sbn", ".sbx", ".qmd")
 #: this before projection, so long straight edges (parallels in a geographic CRS, lines of a
 #: Web Mercator grid) follow the source CRS rather than a chord in the equal-area projection.
 _AREA_SEGMENT_M = 2000.0
+#: GeoParquet row groups of streamed layers hold at least this many polygons (the last one
+#: excepted): chunks are buffered up to it, so sparse chunks do not make tiny row groups.
+_PARQUET_ROW_GROUP = 65_536
 
 
 def polygonize(
@@ -67,7 +81,10 @@ def polygonize(
     simplify: float = 0.0,
     progress: bool = False,
 ) -> gpd.GeoDataFrame:
-    """Polygons of equal class ids (4-connected), one row per polygon.
+    """Polygons of equal class ids (4-connected), one row per polygon, in memory.
+
+    Memory grows with the number of polygons (about 1.7 KB each); for whole scenes, use
+    ``polygonize_to_file``, which streams them to a file.
 
     Args:
         read_block: ``f(r0, r1, c0, c1)`` -> class ids of that window (``(h, w)`` or
@@ -86,73 +103,10 @@ def polygonize(
         computed in a Lambert azimuthal equal-area projection centred on the scene) and
         ``geometry``, sorted in raster order (by the first pixel of each polygon).
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 pixel, got {chunk}")
-    geoms, ids = _polygons_px(read_block, grid, chunk, nodata, progress)
-    geoms, ids = _canonical(geoms, ids)
-    if simplify > 0 and len(geoms):
-        # coverage simplification needs neighbours to share the same vertices along common
-        # edges; GDAL only emits corner vertices, so put one at every pixel corner first
-        for s in _batches(len(geoms)):
-            geoms[s] = _apply_affine(shapely.segmentize(geoms[s], 1.0), grid.transform)
-        geoms = shapely.coverage_simplify(geoms, simplify)
-        keep = ~shapely.is_empty(geoms)
-        geoms = shapely.orient_polygons(geoms[keep], exterior_cw=False)
-        ids = ids[keep]
-    else:
-        # normalised rings have clockwise exteriors in pixel space; a north-up transform
-        # (negative determinant) mirrors them to counter-clockwise, as OGC/GeoJSON want;
-        # otherwise they are reversed on the way
-        flip = grid.transform.determinant > 0
-        for s in _batches(len(geoms)):
-            geoms[s] = _apply_affine(geoms[s], grid.transform, reverse_rings=flip)
-    area = ground_area(geoms, grid)
-    if min_area > 0:
-        keep = ~(area < min_area)  # NaN areas (no CRS) are kept
-        geoms, ids, area = geoms[keep], ids[keep], area[keep]
-    names = {c.id: c.name for c in classes}
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    class_names = np.array([names.get(int(u), f"class_{u}") for u in uniq], dtype=object)
-    return gpd.GeoDataFrame(
-        {
-            "class_id": ids.astype(np.int32),
-            "class_name": class_names[inverse],
-            "area_m2": area.astype(np.float64),
-        },
-        geometry=gpd.GeoSeries(geoms, crs=grid.crs),
-        crs=grid.crs,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# chunked vectorisation in pixel space
-
-
-def _polygons_px(
-    read_block: BlockReader, grid: GridBox, chunk: int, nodata: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """All polygons in global pixel coordinates, border pieces merged."""
+    _check_chunk(chunk)
     done_g, done_v = [], []  # polygons final when their chunk is done
     edge_g, edge_v, edge_c = [], [], []  # polygons touching an interior chunk border
-    windows = list(grid.chunks(chunk))
-    for k, (r0, r1, c0, c1) in enumerate(
-        tqdm(windows, desc="polygonize", unit="chunk", disable=not progress, leave=False)
-    ):
-        block = read_block(r0, r1, c0, c1)
-        if block is None:
-            continue
-        block = _as_class_block(block, (r1 - r0, c1 - c0), (r0, r1, c0, c1))
-        geoms, vals = _shapes_px(block, nodata, offset=(c0, r0))
-        if not len(geoms):
-            continue
-        x0, y0, x1, y1 = shapely.bounds(geoms).T
-        # bounds are exact integers: a polygon with x0 == c0 has an edge on that chunk line
-        border = (
-            ((x0 == c0) & (c0 > 0))
-            | ((x1 == c1) & (c1 < grid.width))
-            | ((y0 == r0) & (r0 > 0))
-            | ((y1 == r1) & (r1 < grid.height))
-        )
+    for k, _, geoms, vals, border in _chunk_pieces(read_block, grid, chunk, nodata, progress):
         done_g.append(geoms[~border])
         done_v.append(vals[~border])
         edge_g.append(geoms[border])
@@ -164,9 +118,232 @@ def _polygons_px(
         )
         done_g.append(merged_g)
         done_v.append(merged_v)
-    if not done_g:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-    return np.concatenate(done_g), np.concatenate(done_v)
+    del edge_g, edge_v, edge_c
+    geoms = np.concatenate(done_g) if done_g else np.empty(0, dtype=object)
+    ids = np.concatenate(done_v) if done_v else np.empty(0, dtype=np.int64)
+    del done_g, done_v
+    geoms, ids = _canonical(geoms, ids)
+    if simplify > 0 and len(geoms):
+        # coverage simplification needs neighbours to share the same vertices along common
+        # edges; GDAL only emits corner vertices, so put one at every pixel corner first
+        for s in _batches(len(geoms)):
+            geoms[s] = _apply_affine(shapely.segmentize(geoms[s], 1.0), grid.transform)
+        geoms = shapely.coverage_simplify(geoms, simplify)
+        keep = ~shapely.is_empty(geoms)
+        geoms = shapely.orient_polygons(geoms[keep], exterior_cw=False)
+        ids = ids[keep]
+    else:
+        geoms = _to_crs(geoms, grid)
+    geoms, ids, area = _with_areas(geoms, ids, grid, min_area)
+    return gpd.GeoDataFrame(
+        {
+            "class_id": ids.astype(np.int32),
+            "class_name": _class_names(ids, classes),
+            "area_m2": area,
+        },
+        geometry=gpd.GeoSeries(geoms, crs=grid.crs),
+        crs=grid.crs,
+    )
+
+
+def polygonize_to_file(
+    read_block: BlockReader,
+    grid: GridBox,
+    classes: Sequence[ClassInfo],
+    path: str | os.PathLike[str],
+    *,
+    chunk: int = 2048,
+    nodata: int = 255,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    layer: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Polygons of equal class ids (4-connected), streamed to a file chunk by chunk.
+
+    Same polygons and fields as ``polygonize`` (which see for the arguments), but memory stays
+    O(chunk + polygons touching an interior chunk line), whatever the number of polygons: the
+    polygons of a chunk that do not touch its interior borders are final and appended to the
+    file at once; the pieces of the others are kept, merged across chunk lines at the end and
+    appended last. The format follows the extension (.gpkg, .shp, .parquet, .fgb); the file is
+    written under a temporary name and renamed when complete (nothing is left behind on error),
+    replacing an existing file as a whole.
+
+    Without ``simplify``, the set of polygons (geometry, class, area) is identical to
+    ``polygonize``'s with the same arguments, for any chunk size. The row *order* differs: chunk
+    by chunk (row-major), in raster order within each chunk, then the polygons that cross chunk
+    lines, in raster order (a FlatGeobuf's spatial index reorders rows anyway).
+
+    With ``simplify``, each chunk's coverage is simplified on its own, with every pixel corner
+    on its interior chunk lines held fixed (the scene's edge and nodata boundaries are
+    simplified as in ``polygonize``): pieces of one polygon still fit exactly when merged and
+    neighbours keep shared edges (no gap, no overlap), but vertices stay on chunk lines where
+    boundaries cross or follow them, so the result depends on the chunk size and has somewhat
+    more vertices than ``polygonize``'s whole-coverage simplification.
+
+    Args:
+        path: destination file.
+        layer: layer name (GeoPackage, FlatGeobuf); defaults to the file's stem.
+
+    Returns:
+        ``{"polygons": n, "polygons_per_class": {id: n}, "area_m2_per_class": {id: m²},
+        "files": [paths written]}`` (class ids as ``int``; areas NaN without a CRS).
+
+    Raises:
+        OutputError: unknown extension or unwritable destination (checked before any work).
+    """
+    _check_chunk(chunk)
+    path, ext, folder = _destination(path)
+    layer = layer or path.stem
+    counts: dict[int, int] = {}
+    areas: dict[int, float] = {}
+
+    def tables() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for geoms, ids in _streamed_polygons(read_block, grid, chunk, nodata, simplify, progress):
+            geoms, ids, area = _with_areas(geoms, ids, grid, min_area)
+            for cid, n, a in zip(*_class_totals(ids, area), strict=True):
+                counts[cid] = counts.get(cid, 0) + n
+                areas[cid] = areas.get(cid, 0.0) + a
+            if len(geoms):
+                yield geoms, ids, area
+
+    failed: list[BaseException] = []
+    written = _write_atomically(
+        path,
+        folder,
+        lambda tmp: _write_stream(tmp, ext, layer, grid, classes, tables(), failed),
+        failed,
+    )
+    return {
+        "polygons": sum(counts.values()),
+        "polygons_per_class": dict(sorted(counts.items())),
+        "area_m2_per_class": dict(sorted(areas.items())),
+        "files": written,
+    }
+
+
+def _check_chunk(chunk: int) -> None:
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 pixel, got {chunk}")
+
+
+def _with_areas(
+    geoms: np.ndarray, ids: np.ndarray, grid: GridBox, min_area: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground areas, and the polygons left by ``min_area`` (NaN areas, without CRS, are kept)."""
+    area = ground_area(geoms, grid).astype(np.float64)
+    if min_area > 0:
+        keep = ~(area < min_area)
+        geoms, ids, area = geoms[keep], ids[keep], area[keep]
+    return geoms, ids, area
+
+
+def _class_names(ids: np.ndarray, classes: Sequence[ClassInfo]) -> np.ndarray:
+    names = {c.id: c.name for c in classes}
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    class_names = np.array([names.get(int(u), f"class_{u}") for u in uniq], dtype=object)
+    return class_names[inverse.reshape(-1)]
+
+
+def _class_totals(ids: np.ndarray, area: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+    """Per class id: number of polygons and summed area."""
+    uniq, inverse, n = np.unique(ids, return_inverse=True, return_counts=True)
+    total = np.bincount(inverse.reshape(-1), area, minlength=len(uniq))
+    return [int(u) for u in uniq], n.tolist(), total.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# chunked vectorisation in pixel space
+
+
+def _chunk_pieces(
+    read_block: BlockReader, grid: GridBox, chunk: int, nodata: int, progress: bool
+) -> Iterator[tuple[int, Window, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per non-empty chunk: its index, window, polygons in global pixel coordinates, their
+    class ids and whether each touches an interior chunk border (then it may be a piece)."""
+    windows = list(grid.chunks(chunk))
+    for k, (r0, r1, c0, c1) in enumerate(
+        tqdm(windows, desc="polygonize", unit="chunk", disable=not progress, leave=False)
+    ):
+        block = read_block(r0, r1, c0, c1)
+        if block is None:
+            continue
+        block = _as_class_block(block, (r1 - r0, c1 - c0), (r0, r1, c0, c1))
+        geoms, vals = _shapes_px(block, nodata, offset=(c0, r0))
+        del block
+        if not len(geoms):
+            continue
+        x0, y0, x1, y1 = shapely.bounds(geoms).T
+        # bounds are exact integers: a polygon with x0 == c0 has an edge on that chunk line
+        border = (
+            ((x0 == c0) & (c0 > 0))
+            | ((x1 == c1) & (c1 < grid.width))
+            | ((y0 == r0) & (r0 > 0))
+            | ((y1 == r1) & (r1 < grid.height))
+        )
+        yield k, (r0, r1, c0, c1), geoms, vals, border
+
+
+def _streamed_polygons(
+    read_block: BlockReader, grid: GridBox, chunk: int, nodata: int, simplify: float,
+    progress: bool,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Final polygons (CRS coordinates) and class ids, a chunk at a time, then the merged
+    border pieces; only the border pieces are held from one chunk to the next."""
+    edge_g, edge_v, edge_c = [], [], []
+    for k, window, geoms, vals, border in _chunk_pieces(read_block, grid, chunk, nodata, progress):
+        geoms, vals, border = _canonical(geoms, vals, border)
+        if simplify > 0:
+            geoms = _simplify_chunk(geoms, window, grid, simplify)
+            keep = ~shapely.is_empty(geoms)
+            geoms, vals, border = geoms[keep], vals[keep], border[keep]
+            edge_g.append(geoms[border])
+        else:
+            edge_g.append(geoms[border])  # merged in pixel space, exactly as polygonize does
+            geoms = _to_crs(geoms, grid)
+        edge_v.append(vals[border])
+        edge_c.append(np.full(int(border.sum()), k))
+        yield geoms[~border], vals[~border]
+    if not edge_g:
+        return
+    geoms, vals = _merge_across_borders(
+        np.concatenate(edge_g), np.concatenate(edge_v), np.concatenate(edge_c),
+        exact=simplify <= 0,
+    )  # fmt: skip
+    del edge_g, edge_v, edge_c
+    if simplify > 0:
+        # already in CRS coordinates; unions come back with clockwise exteriors
+        yield shapely.orient_polygons(geoms, exterior_cw=False), vals
+    else:
+        geoms, vals = _canonical(geoms, vals)
+        yield _to_crs(geoms, grid), vals
+
+
+def _simplify_chunk(geoms: np.ndarray, window: Window, grid: GridBox, tol: float) -> np.ndarray:
+    """Coverage simplification of one chunk's polygons (pixel -> CRS coordinates), with every
+    pixel corner on the chunk's interior borders held fixed.
+
+    A ring of one-pixel "guard" squares just outside the interior borders makes each of those
+    corners a node of the coverage (where three polygons meet), which coverage simplification
+    never moves; the scene's edge and nodata boundaries are simplified as in ``polygonize``.
+    Pieces of one polygon in neighbouring chunks thus keep identical edges on the chunk line.
+    """
+    r0, r1, c0, c1 = window
+    cols, rows = np.arange(c0, c1), np.arange(r0, r1)
+    guards = []
+    if r0 > 0:
+        guards.append(shapely.box(cols, r0 - 1, cols + 1, r0))
+    if r1 < grid.height:
+        guards.append(shapely.box(cols, r1, cols + 1, r1 + 1))
+    if c0 > 0:
+        guards.append(shapely.box(c0 - 1, rows, c0, rows + 1))
+    if c1 < grid.width:
+        guards.append(shapely.box(c1, rows, c1 + 1, rows + 1))
+    # coverage simplification needs neighbours to share the same vertices along common
+    # edges; GDAL only emits corner vertices, so put one at every pixel corner first
+    coverage = np.concatenate([shapely.segmentize(geoms, 1.0), *guards])
+    coverage = shapely.coverage_simplify(_apply_affine(coverage, grid.transform), tol)
+    return shapely.orient_polygons(coverage[: len(geoms)], exterior_cw=False)
 
 
 def _as_class_block(block: np.ndarray, shape: tuple[int, int], window: tuple) -> np.ndarray:
@@ -224,13 +401,18 @@ def _shapes_px(
 
 
 def _merge_across_borders(
-    geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.ndarray
+    geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.ndarray, *, exact: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Union the pieces of each polygon cut by chunk lines.
 
     Two pieces belong together when they have the same class, come from different chunks and
     share a boundary *segment* (DE-9IM boundary/boundary dimension 1): pieces that only touch
     at a corner stay apart, exactly as 4-connectivity keeps diagonal pixels apart.
+
+    ``exact``: pieces in integer pixel coordinates, whose unions are cleared of the vertices
+    left where chunk lines crossed straight edges. Otherwise (simplified pieces in CRS
+    coordinates) unions are left as they are: such a vertex may be shared with a neighbour,
+    which must keep fitting.
     """
     if not len(geoms):
         return geoms, vals
@@ -252,6 +434,8 @@ def _merge_across_borders(
         out[pairs] = shapely.union(geoms[first[pairs]], geoms[order[starts[pairs] + 1]])
     for g in np.flatnonzero(sizes > 2):
         out[g] = shapely.union_all(geoms[order[starts[g] : starts[g] + sizes[g]]])
+    if not exact:
+        return out, vals[first]
     merged = ~single
     # unions keep the vertices where chunk lines crossed straight edges; a zero-tolerance
     # simplification removes exactly those collinear points (coordinates are integers)
@@ -276,14 +460,15 @@ def _connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.array([find(a) for a in range(n)], dtype=np.int64)
 
 
-def _canonical(geoms: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised geometries in raster order, so output never depends on the chunking.
+def _canonical(geoms: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Normalised geometries in raster order, so output never depends on the chunking;
+    ``arrays`` (per-polygon values) are reordered alike.
 
     The sort key is each polygon's first pixel in row-major order (top row, then leftmost
     pixel of that row): unique, because every pixel belongs to exactly one polygon.
     """
     if not len(geoms):
-        return geoms, ids
+        return geoms, *arrays
     ymin = np.empty(len(geoms))
     xtop = np.full(len(geoms), np.inf)
     for s in _batches(len(geoms)):
@@ -293,7 +478,7 @@ def _canonical(geoms: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
         top = xy[:, 1] == ymin[s][idx]
         np.minimum.at(xtop[s], idx[top], xy[top, 0])
     order = np.lexsort((xtop, ymin))
-    return geoms[order], ids[order]
+    return geoms[order], *(a[order] for a in arrays)
 
 
 def _batches(n: int, size: int = 100_000) -> Iterator[slice]:
@@ -302,6 +487,19 @@ def _batches(n: int, size: int = 100_000) -> Iterator[slice]:
     memory stays close to the size of the result itself."""
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+def _to_crs(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
+    """Pixel -> CRS coordinates, batch by batch, with OGC ring orientation.
+
+    Normalised rings have clockwise exteriors in pixel space; a north-up transform (negative
+    determinant) mirrors them to counter-clockwise, as OGC/GeoJSON want; otherwise they are
+    reversed on the way.
+    """
+    flip = grid.transform.determinant > 0
+    for s in _batches(len(geoms)):
+        geoms[s] = _apply_affine(geoms[s], grid.transform, reverse_rings=flip)
+    return geoms
 
 
 def _apply_affine(geoms: np.ndarray, t: Affine, reverse_rings: bool = False) -> np.ndarray:
@@ -444,6 +642,22 @@ def write_vectors(
     Raises:
         OutputError: unknown extension or unwritable destination; nothing is left behind.
     """
+    path, ext, folder = _destination(path)
+    layer = layer or path.stem
+    if ext == ".shp":
+        gdf = gdf.rename(columns=_dbf_names(gdf))
+
+    def write(tmp: Path) -> None:
+        if ext == ".parquet":
+            gdf.to_parquet(tmp, index=False)
+        else:
+            _write_ogr(gdf, tmp, FORMATS[ext][1], layer)
+
+    return _write_atomically(path, folder, write)
+
+
+def _destination(path: str | os.PathLike[str]) -> tuple[Path, str, Path]:
+    """The destination, its (lower-case) extension and its folder, checked before any work."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in FORMATS:
@@ -451,23 +665,35 @@ def write_vectors(
         raise OutputError(
             f"{path}: unknown vector format {path.suffix or '(no extension)'!r}; use one of {known}"
         )
-    folder = writable_folder(path)
-    layer = layer or path.stem
+    return path, ext, writable_folder(path)
+
+
+def _write_atomically(
+    path: Path, folder: Path, write: Callable[[Path], None], failed: Sequence[BaseException] = ()
+) -> list[Path]:
+    """Run ``write(tmp)`` on a temporary sibling of ``path`` (for a Shapefile, on a staging
+    folder's ``.shp``) and move the result into place; on any error nothing is left behind.
+
+    ``failed``: where errors raised while *producing* streamed rows (reading blocks,
+    vectorising) are recorded; the first is re-raised as is rather than reported as an
+    unwritable output (the writer only sees a broken stream).
+    """
     try:
-        if ext == ".shp":
-            return _write_shapefile(gdf, path, folder)
-        tmp = temp_sibling(path, ext)
+        if path.suffix.lower() == ".shp":
+            return _write_shapefile(path, folder, write)
+        tmp = temp_sibling(path, path.suffix.lower())
         try:
-            if ext == ".parquet":
-                gdf.to_parquet(tmp, index=False)
-            else:
-                _write_ogr(gdf, tmp, FORMATS[ext][1], layer)
+            write(tmp)
             os.replace(tmp, path)
         finally:  # GeoPackage (SQLite) may leave -journal/-wal/-shm files on failure
             remove_quietly(tmp, *folder.glob(f"{glob.escape(tmp.name)}*"))
     except OutputError:
         raise
-    except Exception as err:  # pyogrio/arrow/OS errors have no common base class
+    except BaseException as err:  # pyogrio/arrow/OS errors have no common base class
+        if failed:
+            raise failed[0] from None
+        if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit
+            raise
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise OutputError(
             f"{path}: cannot be written ({detail}); check free space and "
@@ -488,13 +714,12 @@ def _write_ogr(gdf: gpd.GeoDataFrame, path: Path, driver: str, layer: str) -> No
     pyogrio.write_dataframe(gdf, path, layer=layer, driver=driver, **kw)
 
 
-def _write_shapefile(gdf: gpd.GeoDataFrame, path: Path, folder: Path) -> list[Path]:
-    gdf = gdf.rename(columns=_dbf_names(gdf))
+def _write_shapefile(path: Path, folder: Path, write: Callable[[Path], None]) -> list[Path]:
     staging = folder / f".{path.stem}.{uuid.uuid4().hex[:12]}.shp.tmp"
     staging.mkdir()
     try:
         # written in UTF-8 (a .cpg says so), so class names with accents survive
-        _write_ogr(gdf, staging / path.name, "ESRI Shapefile", path.stem)
+        write(staging / path.name)
         for ext in _SHP_STALE + tuple(
             e for e in _SHP_PARTS if not (staging / f"{path.stem}{e}").exists()
         ):
@@ -526,3 +751,87 @@ def _dbf_names(gdf: gpd.GeoDataFrame) -> dict[str, str]:
         mapping[col] = name
         log.warning("Shapefile field %r renamed to %r (10 characters at most)", col, name)
     return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# streamed writing (polygonize_to_file)
+
+
+def _arrow_schema(ext: str, grid: GridBox) -> Any:
+    """Arrow schema of the streamed layer (the fields of ``polygonize``; WKB geometries), with
+    GeoParquet metadata for .parquet."""
+    import pyarrow as pa
+
+    meta = None
+    if ext == ".parquet":
+        crs = CRS.from_user_input(grid.crs).to_json_dict() if grid.crs else None
+        column = {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs}
+        geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+        meta = {"geo": json.dumps(geo)}
+    return pa.schema(
+        [
+            ("class_id", pa.int32()),
+            ("class_name", pa.string()),
+            ("area_m2", pa.float64()),
+            ("geometry", pa.binary()),
+        ],
+        metadata=meta,
+    )
+
+
+def _write_stream(
+    tmp: Path, ext: str, layer: str, grid: GridBox, classes: Sequence[ClassInfo],
+    tables: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], failed: list[BaseException],
+) -> None:  # fmt: skip
+    """Write (geometries, class ids, areas) batches to ``tmp`` as they come, in one pass;
+    errors raised by ``tables`` are recorded in ``failed``."""
+    import pyarrow as pa
+
+    schema = _arrow_schema(ext, grid)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for geoms, ids, area in tables:
+                kinds = shapely.get_type_id(geoms)
+                if not (kinds == shapely.GeometryType.POLYGON).all():  # never produced
+                    raise RuntimeError(f"unexpected geometry types {set(kinds.tolist())}")
+                yield pa.record_batch(
+                    [
+                        pa.array(ids.astype(np.int32)),
+                        pa.array(_class_names(ids, classes), pa.string()),
+                        pa.array(area, pa.float64()),
+                        pa.array(shapely.to_wkb(geoms), pa.binary()),
+                    ],
+                    schema=schema,
+                )
+        except BaseException as err:
+            failed.append(err)
+            raise
+
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(tmp, schema) as writer:
+            pending: list[pa.RecordBatch] = []
+            for batch in chain(batches(), [None]):
+                if batch is not None:
+                    pending.append(batch)
+                rows = sum(b.num_rows for b in pending)
+                if pending and (batch is None or rows >= _PARQUET_ROW_GROUP):
+                    writer.write_table(pa.Table.from_batches(pending), row_group_size=rows)
+                    pending = []
+        return
+    import pyogrio
+
+    crs = None
+    if grid.crs:  # as pyogrio.write_dataframe (hence write_vectors) writes it
+        pcrs = CRS.from_user_input(grid.crs)
+        epsg = pcrs.to_epsg()
+        crs = f"EPSG:{epsg}" if epsg else pcrs.to_wkt("WKT1_GDAL")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # no CRS: none
+        pyogrio.write_arrow(
+            pa.RecordBatchReader.from_batches(schema, batches()), tmp, layer=layer,
+            driver=FORMATS[ext][1], geometry_name="geometry", geometry_type="Polygon", crs=crs,
+            encoding="UTF-8" if ext == ".shp" else None,
+        )  # fmt: skip

@@ -17,7 +17,9 @@ class ModelSpec(StrictModel):
 
     architecture: str = Field(description="registered name: unet, deeptrinet, farseg, ...")
     arguments: dict[str, Any] = Field(default_factory=dict, description="architecture arguments")
-    tile: int = Field(512, ge=16, description="tile size written to the bundle for prediction")
+    tile: int | None = Field(None, ge=16, description="tile size written to the bundle for "
+                             "prediction (default: the training window; models with global "
+                             "pooling such as SE blocks behave best near the size they saw)")
     init: str | None = Field(None, description="bundle whose weights start the training")
     description: str = ""
 

@@ -166,8 +166,8 @@ def scan_key(ts: TrainScene, num_classes: int, cell: int, extra: str) -> str:
     for p in paths:
         st = os.stat(p) if os.path.exists(p) else None
         h.update(f"{p}|{st and st.st_size}|{st and st.st_mtime_ns}".encode())
-    h.update(f"{[m.bands for m in ts.scene.modalities.values()]}|{num_classes}|{cell}|{extra}"
-             .encode())  # fmt: skip
+    mods = [(n, m.bands, m.resampling) for n, m in ts.scene.modalities.items()]
+    h.update(f"{mods}|{num_classes}|{cell}|{extra}".encode())
     return h.hexdigest()[:16]
 
 

@@ -8,7 +8,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geoseg import __version__
-from geoseg.bundle import load_bundle, save_bundle
-from geoseg.card import ModalityCard, ModelCard
+from geoseg.bundle import save_bundle
 from geoseg.errors import ConfigError
 from geoseg.metrics import ConfusionMatrix
-from geoseg.models import SegModel, create
 from geoseg.train import ddp
 from geoseg.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from geoseg.train.config import TrainConfig
 from geoseg.train.criterion import TrainModule, auto_class_weights
+from geoseg.train.model import build_model, ignore_indices, make_card, score
 from geoseg.train.optim import build_optimizer, lr_factor, set_lr
-from geoseg.train.prepare import Prepared, prepare
-from geoseg.train.report import write_history, write_report
+from geoseg.train.prepare import prepare
+from geoseg.train.report import run_report, write_history, write_report
 from geoseg.train.sampling import WindowSampler
 from geoseg.train.windows import TrainWindows, read_val_tile
 
@@ -46,71 +43,6 @@ class TrainResult:
     history: Path
     status: str
     best_metrics: dict[str, Any]
-
-
-def _ignore_indices(cfg: TrainConfig, prep: Prepared, source: str) -> list[int]:
-    out = []
-    for item in cfg.ignore_classes:
-        idx = next((i for i, c in enumerate(prep.classes)
-                    if c.id == item or c.name == str(item)), None)  # fmt: skip
-        if idx is None:
-            raise ConfigError(f"{source}: ignore_classes names {item!r}, which is not in the class "
-                              "table; use a class id or name")  # fmt: skip
-        out.append(idx)
-    return out
-
-
-def _score(metrics: dict[str, Any], best_metric: str, source: str) -> float:
-    if best_metric.startswith("iou:"):
-        name = best_metric[4:]
-        if name not in metrics["per_class"]:
-            raise ConfigError(f"{source}: best_metric {best_metric!r}: no class {name!r}; classes "
-                              f"are {list(metrics['per_class'])}")  # fmt: skip
-        v = metrics["per_class"][name]["iou"]
-    else:
-        v = metrics[best_metric]
-    return -math.inf if v is None else float(v)
-
-
-def build_model(cfg: TrainConfig, prep: Prepared, resolve: Callable[[str], Path]) -> SegModel:
-    torch.manual_seed(cfg.seed)
-    model = create(cfg.model.architecture, prep.modalities, len(prep.classes),
-                   **cfg.model.arguments)  # fmt: skip
-    if cfg.model.init:
-        init = load_bundle(resolve(cfg.model.init)).model
-        own = model.inference_state_dict()
-        state = {k: v for k, v in init.inference_state_dict().items()
-                 if k in own and own[k].shape == v.shape}  # fmt: skip
-        model.load_state_dict(state, strict=False)
-        log.info("initialised %d/%d tensors from %s", len(state), len(own), cfg.model.init)
-    if hasattr(model, "enable_training_parts"):
-        model.enable_training_parts()  # before DDP wraps it: momentum copies, queues
-    return model
-
-
-def make_card(cfg: TrainConfig, prep: Prepared, model: SegModel, metrics: dict[str, Any],
-              step: int, source: str, split: dict[str, Any]) -> ModelCard:  # fmt: skip
-    mods = {n: ModalityCard(bands=prep.roles[n], mean=prep.norm[n]["mean"],
-                            std=prep.norm[n]["std"], resampling=prep.resampling[n])
-            for n in prep.modalities}  # fmt: skip
-    summary = {k: metrics.get(k) for k in ("miou", "overall_accuracy", "kappa", "mean_f1")}
-    summary["per_class_iou"] = {n: c["iou"] for n, c in metrics.get("per_class", {}).items()}
-    return ModelCard(
-        architecture=cfg.model.architecture, arguments=model.args.model_dump(mode="json"),
-        modalities=mods, classes=prep.classes, tile_size=cfg.model.tile, halo=model.halo,
-        gsd=prep.gsd, trained=True,
-        metrics={"validation": summary, "step": step, "split": split["statement"],
-                 "pixels": metrics.get("pixels")},
-        training={"pipeline": source, "recipe": cfg.recipe, "steps": step, "batch": cfg.batch,
-                  "window": cfg.sampling.window, "sampling": cfg.sampling.mode,
-                  "optimizer": cfg.optimizer.model_dump(mode="json"),
-                  "schedule": cfg.schedule.model_dump(mode="json"), "seed": cfg.seed,
-                  "scenes": [s.id for s in prep.scenes], "catalog": prep.catalog,
-                  "normalisation": {k: v["how"] for k, v in prep.norm.items()},
-                  "date": datetime.now(UTC).isoformat(timespec="seconds")},
-        description=cfg.model.description or f"{cfg.model.architecture} trained by geoseg "
-        f"{__version__} ({step} steps)",
-    )  # fmt: skip
 
 
 class Trainer:
@@ -133,7 +65,7 @@ class Trainer:
         if self.dist.main:
             ddp.barrier(self.dist)
         self.split = self.prep.split_report(cfg)
-        self.ignore = _ignore_indices(cfg, self.prep, source)
+        self.ignore = ignore_indices(cfg, self.prep, source)
         self.model = build_model(cfg, self.prep, resolve).to(self.device)
         weights = self._class_weights()
         self.module = TrainModule(self.model, cfg.loss, weights).to(self.device)
@@ -354,10 +286,10 @@ class Trainer:
         }  # fmt: skip
         self.history.append(row)
         self.last_metrics = metrics
-        score = _score(metrics, self.cfg.best_metric, self.source)
+        value = score(metrics, self.cfg.best_metric, self.source)
         best = self.best["score"]
-        if best is None or score > best:
-            self.best = {"score": score, "step": self.step, "metrics": metrics}
+        if best is None or value > best:
+            self.best = {"score": value, "step": self.step, "metrics": metrics}
             if self.dist.main:
                 card = make_card(self.cfg, self.prep, self.model, metrics, self.step,
                                  self.source, self.split)  # fmt: skip
@@ -384,39 +316,7 @@ class Trainer:
                            self.status, best_metrics)  # fmt: skip
 
     def report(self) -> dict[str, Any]:
-        cfg, prep = self.cfg, self.prep
-        names = [c.name for c in prep.classes]
-        n_params = sum(p.numel() for p in self.model.inference_state_dict().values())
-        return {
-            "geoseg_version": __version__, "pipeline": self.source, "out": str(self.out),
-            "status": self.status, "steps_done": self.step, "steps_planned": cfg.steps,
-            "resumed_from_step": self.resumed_from, "samples_seen": self.samples,
-            "seconds": round(self.elapsed, 2),
-            "samples_per_s": self.samples / self.elapsed if self.elapsed else 0.0,
-            "device": str(self.device), "world_size": self.dist.world,
-            "model": {"architecture": cfg.model.architecture,
-                      "arguments": self.model.args.model_dump(mode="json"),
-                      "inference_parameters": int(n_params)},
-            "loss": self.module.loss_name, "optimizer": cfg.optimizer.model_dump(mode="json"),
-            "schedule": cfg.schedule.model_dump(mode="json"), "recipe": cfg.recipe,
-            "batch": cfg.batch, "window": cfg.sampling.window, "sampling": cfg.sampling.mode,
-            "amp": self.amp_dtype is not None, "clip_grad": cfg.clip_grad, "seed": cfg.seed,
-            "classes": [c.model_dump() for c in prep.classes],
-            "class_pixels": dict(zip(names, prep.class_pixels, strict=True)),
-            "ignored_in_mean": [names[i] for i in self.ignore],
-            "scenes": [{"id": s.id, "shape": list(s.shape), "catalog_split": s.split}
-                       for s in prep.scenes],
-            "modalities": {m: {"bands": prep.roles[m], **prep.norm[m]} for m in prep.modalities},
-            "normalisation": prep.norm, "split": self.split,
-            "vector_labels": cfg.vector_labels.model_dump(),
-            "scene_specs": [s.model_dump(mode="json", exclude_none=True)
-                            for s in prep.catalog_scenes],
-            "best": self.best, "best_metric": cfg.best_metric,
-            "outputs": {"best": str(self.out / "best"), "last": str(self.out / "last"),
-                        "history_csv": str(self.out / "history.csv"),
-                        "history_json": str(self.out / "history.json"),
-                        "checkpoint": str(self.ckpt)},
-        }  # fmt: skip
+        return run_report(self)
 
     def close(self) -> None:
         ddp.cleanup(self.dist)
