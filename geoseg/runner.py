@@ -276,19 +276,20 @@ def _write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[
         write_quicklook(paths["classes"], paths["quicklook"], card.classes,
                         title=f"{paths['classes'].name} ({card.architecture})")  # fmt: skip
     if "vectors" in paths:
-        from geoseg.io.vectors import polygonize, write_vectors
+        from geoseg.io.vectors import polygonize_to_file
 
         with timer.clock("vectorise"):
             read = store.reader("classes")
-            gdf = polygonize(lambda r0, r1, c0, c1: read(r0, r1, c0, c1)[0], grid, card.classes,
-                             chunk=opts.chunk, nodata=NODATA, min_area=opts.min_area,
-                             simplify=opts.simplify, progress=opts.progress)  # fmt: skip
-            write_vectors(gdf, paths["vectors"], layer=paths["vectors"].stem)
+            # streamed chunk by chunk: memory does not grow with the number of polygons
+            vec = polygonize_to_file(lambda r0, r1, c0, c1: read(r0, r1, c0, c1)[0], grid,
+                                     card.classes, paths["vectors"], chunk=opts.chunk,
+                                     nodata=NODATA, min_area=opts.min_area, simplify=opts.simplify,
+                                     layer=paths["vectors"].stem, progress=opts.progress)  # fmt: skip
         qml = vector_qml(card.classes)
         write_qml(paths["vectors_style"], qml)
         if opts.vector == "gpkg":
             embed_gpkg_style(paths["vectors"], paths["vectors"].stem, qml)
-        timer.add("polygons", len(gdf))
+        timer.add("polygons", vec["polygons"])
 
 
 def _report(image, model, card, digest, scene, plan, opts, rid, paths, stats, done_before,

@@ -24,6 +24,7 @@ import os
 import shutil
 import uuid
 import warnings
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -65,9 +66,10 @@ _SHP_STALE = (".qix", ".sbn", ".sbx", ".qmd")
 #: this before projection, so long straight edges (parallels in a geographic CRS, lines of a
 #: Web Mercator grid) follow the source CRS rather than a chord in the equal-area projection.
 _AREA_SEGMENT_M = 2000.0
-#: GeoParquet row groups of streamed layers hold at least this many polygons (the last one
-#: excepted): chunks are buffered up to it, so sparse chunks do not make tiny row groups.
-_PARQUET_ROW_GROUP = 65_536
+#: Streamed GeoParquet: chunks are buffered until they reach this many polygons or bytes and
+#: written as one row group, so sparse chunks do not make tiny row groups while the buffer
+#: stays small (a 2048² chunk of a noisy model is ~20k polygons, ~30 MB of WKB).
+_PARQUET_ROW_GROUP = (65_536, 16 * 2**20)
 
 
 def polygonize(
@@ -104,24 +106,10 @@ def polygonize(
         ``geometry``, sorted in raster order (by the first pixel of each polygon).
     """
     _check_chunk(chunk)
-    done_g, done_v = [], []  # polygons final when their chunk is done
-    edge_g, edge_v, edge_c = [], [], []  # polygons touching an interior chunk border
-    for k, _, geoms, vals, border in _chunk_pieces(read_block, grid, chunk, nodata, progress):
-        done_g.append(geoms[~border])
-        done_v.append(vals[~border])
-        edge_g.append(geoms[border])
-        edge_v.append(vals[border])
-        edge_c.append(np.full(int(border.sum()), k))
-    if edge_g:
-        merged_g, merged_v = _merge_across_borders(
-            np.concatenate(edge_g), np.concatenate(edge_v), np.concatenate(edge_c)
-        )
-        done_g.append(merged_g)
-        done_v.append(merged_v)
-    del edge_g, edge_v, edge_c
-    geoms = np.concatenate(done_g) if done_g else np.empty(0, dtype=object)
-    ids = np.concatenate(done_v) if done_v else np.empty(0, dtype=np.int64)
-    del done_g, done_v
+    parts = list(_final_polygons(read_block, grid, chunk, nodata, 0.0, progress))
+    geoms = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, dtype=object)
+    ids = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, dtype=np.int64)
+    del parts
     geoms, ids = _canonical(geoms, ids)
     if simplify > 0 and len(geoms):
         # coverage simplification needs neighbours to share the same vertices along common
@@ -134,7 +122,7 @@ def polygonize(
         ids = ids[keep]
     else:
         geoms = _to_crs(geoms, grid)
-    geoms, ids, area = _with_areas(geoms, ids, grid, min_area)
+    geoms, ids, area = _with_areas(geoms, ids, _area_meter(grid), min_area)
     return gpd.GeoDataFrame(
         {
             "class_id": ids.astype(np.int32),
@@ -162,17 +150,20 @@ def polygonize_to_file(
     """Polygons of equal class ids (4-connected), streamed to a file chunk by chunk.
 
     Same polygons and fields as ``polygonize`` (which see for the arguments), but memory stays
-    O(chunk + polygons touching an interior chunk line), whatever the number of polygons: the
-    polygons of a chunk that do not touch its interior borders are final and appended to the
-    file at once; the pieces of the others are kept, merged across chunk lines at the end and
-    appended last. The format follows the extension (.gpkg, .shp, .parquet, .fgb); the file is
-    written under a temporary name and renamed when complete (nothing is left behind on error),
-    replacing an existing file as a whole.
+    O(chunk + pieces of polygons cut by chunk lines), whatever the number of polygons: the
+    polygons of a chunk that touch none of its interior borders are final and appended to the
+    file at once; the others are kept as pieces, and merged and appended as soon as the chunk
+    rows they may extend into are done (so about one chunk row of pieces is held, plus the
+    polygons that span further down). The format follows the extension (.gpkg, .shp, .parquet,
+    .fgb); the file is written under a temporary name and renamed when complete (nothing is
+    left behind on error), replacing an existing file as a whole.
 
     Without ``simplify``, the set of polygons (geometry, class, area) is identical to
-    ``polygonize``'s with the same arguments, for any chunk size. The row *order* differs: chunk
-    by chunk (row-major), in raster order within each chunk, then the polygons that cross chunk
-    lines, in raster order (a FlatGeobuf's spatial index reorders rows anyway).
+    ``polygonize``'s with the same arguments, for any chunk size. The row *order* differs
+    (``polygonize`` sorts all polygons in raster order): chunk by chunk in row-major order, each
+    chunk's own polygons in raster order, and after each chunk row the polygons merged across
+    chunk lines that it completed, in raster order. A FlatGeobuf's spatial index reorders rows
+    anyway (Hilbert curve).
 
     With ``simplify``, each chunk's coverage is simplified on its own, with every pixel corner
     on its interior chunk lines held fixed (the scene's edge and nodata boundaries are
@@ -199,13 +190,18 @@ def polygonize_to_file(
     areas: dict[int, float] = {}
 
     def tables() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for geoms, ids in _streamed_polygons(read_block, grid, chunk, nodata, simplify, progress):
-            geoms, ids, area = _with_areas(geoms, ids, grid, min_area)
-            for cid, n, a in zip(*_class_totals(ids, area), strict=True):
+        area_of = _area_meter(grid)
+        for geoms, ids in _final_polygons(read_block, grid, chunk, nodata, simplify, progress):
+            if simplify <= 0:  # pixel space
+                geoms, ids = _canonical(geoms, ids)
+                geoms = _to_crs(geoms, grid)
+            table = _with_areas(geoms, ids, area_of, min_area)
+            del geoms, ids
+            for cid, n, a in zip(*_class_totals(*table[1:]), strict=True):
                 counts[cid] = counts.get(cid, 0) + n
                 areas[cid] = areas.get(cid, 0.0) + a
-            if len(geoms):
-                yield geoms, ids, area
+            yield table
+            del table  # not held while the next chunk is computed
 
     failed: list[BaseException] = []
     written = _write_atomically(
@@ -228,10 +224,10 @@ def _check_chunk(chunk: int) -> None:
 
 
 def _with_areas(
-    geoms: np.ndarray, ids: np.ndarray, grid: GridBox, min_area: float
+    geoms: np.ndarray, ids: np.ndarray, area_of: Callable[[np.ndarray], np.ndarray], min_area: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground areas, and the polygons left by ``min_area`` (NaN areas, without CRS, are kept)."""
-    area = ground_area(geoms, grid).astype(np.float64)
+    area = area_of(geoms).astype(np.float64)
     if min_area > 0:
         keep = ~(area < min_area)
         geoms, ids, area = geoms[keep], ids[keep], area[keep]
@@ -258,9 +254,10 @@ def _class_totals(ids: np.ndarray, area: np.ndarray) -> tuple[list[int], list[in
 
 def _chunk_pieces(
     read_block: BlockReader, grid: GridBox, chunk: int, nodata: int, progress: bool
-) -> Iterator[tuple[int, Window, np.ndarray, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[int, Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per non-empty chunk: its index, window, polygons in global pixel coordinates, their
-    class ids and whether each touches an interior chunk border (then it may be a piece)."""
+    class ids, whether each touches an interior chunk line (then it may be a piece of a larger
+    polygon) and the chunk line below it where it touches that one (else -1)."""
     windows = list(grid.chunks(chunk))
     for k, (r0, r1, c0, c1) in enumerate(
         tqdm(windows, desc="polygonize", unit="chunk", disable=not progress, leave=False)
@@ -275,48 +272,50 @@ def _chunk_pieces(
             continue
         x0, y0, x1, y1 = shapely.bounds(geoms).T
         # bounds are exact integers: a polygon with x0 == c0 has an edge on that chunk line
-        border = (
-            ((x0 == c0) & (c0 > 0))
-            | ((x1 == c1) & (c1 < grid.width))
-            | ((y0 == r0) & (r0 > 0))
-            | ((y1 == r1) & (r1 < grid.height))
-        )
-        yield k, (r0, r1, c0, c1), geoms, vals, border
+        below = (y1 == r1) & (r1 < grid.height)
+        border = below | ((x0 == c0) & (c0 > 0)) | ((x1 == c1) & (c1 < grid.width))
+        border |= (y0 == r0) & (r0 > 0)
+        line = np.where(below, r1, -1)
+        del x0, y0, x1, y1, below
+        yield k, (r0, r1, c0, c1), geoms, vals, border, line
+        del geoms, vals, border, line  # not held while the next chunk is read
 
 
-def _streamed_polygons(
+def _final_polygons(
     read_block: BlockReader, grid: GridBox, chunk: int, nodata: int, simplify: float,
     progress: bool,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """Final polygons (CRS coordinates) and class ids, a chunk at a time, then the merged
-    border pieces; only the border pieces are held from one chunk to the next."""
-    edge_g, edge_v, edge_c = [], [], []
-    for k, window, geoms, vals, border in _chunk_pieces(read_block, grid, chunk, nodata, progress):
-        geoms, vals, border = _canonical(geoms, vals, border)
+    """Polygons and class ids as they become final: after each chunk, its polygons that touch
+    no interior chunk line; after each chunk row, the merged polygons completed by it.
+
+    Without ``simplify``, in pixel coordinates (exact; merged as pixel sets). With it, in CRS
+    coordinates with OGC orientation: each chunk's coverage is simplified on its own, its
+    interior chunk lines held fixed, and the simplified pieces are merged.
+
+    Generators on this path drop their references to what they yielded as soon as they are
+    resumed: otherwise a chunk's polygons would stay alive while the next one is computed.
+    """
+    pieces = _BorderPieces(exact=simplify <= 0)
+    row = 0
+    for k, window, geoms, vals, border, line in _chunk_pieces(
+        read_block, grid, chunk, nodata, progress
+    ):
+        if window[0] != row:  # every chunk above pixel row window[0] is done
+            row = window[0]
+            done = pieces.pop_complete(row)
+            yield done
+            del done
         if simplify > 0:
+            geoms, vals, border, line = _canonical(geoms, vals, border, line)
             geoms = _simplify_chunk(geoms, window, grid, simplify)
             keep = ~shapely.is_empty(geoms)
-            geoms, vals, border = geoms[keep], vals[keep], border[keep]
-            edge_g.append(geoms[border])
-        else:
-            edge_g.append(geoms[border])  # merged in pixel space, exactly as polygonize does
-            geoms = _to_crs(geoms, grid)
-        edge_v.append(vals[border])
-        edge_c.append(np.full(int(border.sum()), k))
-        yield geoms[~border], vals[~border]
-    if not edge_g:
-        return
-    geoms, vals = _merge_across_borders(
-        np.concatenate(edge_g), np.concatenate(edge_v), np.concatenate(edge_c),
-        exact=simplify <= 0,
-    )  # fmt: skip
-    del edge_g, edge_v, edge_c
-    if simplify > 0:
-        # already in CRS coordinates; unions come back with clockwise exteriors
-        yield shapely.orient_polygons(geoms, exterior_cw=False), vals
-    else:
-        geoms, vals = _canonical(geoms, vals)
-        yield _to_crs(geoms, grid), vals
+            geoms, vals, border, line = geoms[keep], vals[keep], border[keep], line[keep]
+        pieces.add(geoms[border], vals[border], k, line[border])
+        done = geoms[~border], vals[~border]
+        del geoms, vals, border, line
+        yield done
+        del done
+    yield pieces.pop_complete(None)
 
 
 def _simplify_chunk(geoms: np.ndarray, window: Window, grid: GridBox, tol: float) -> np.ndarray:
@@ -375,11 +374,16 @@ def _gc_paused() -> Iterator[None]:
 def _shapes_px(
     block: np.ndarray, nodata: int, offset: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Polygons of one block, in global pixel coordinates, built as one ragged array."""
+    """Polygons of one block, in global pixel coordinates, built as one ragged array.
+
+    Coordinates go into flat typed arrays polygon by polygon, so the polygonizer's Python
+    tuples are freed as they come (holding them until the end took ~190 MB more per 2048²
+    noisy chunk, and was slower).
+    """
     vals: list[float] = []
-    ring_len: list[int] = []
-    n_rings: list[int] = []
-    points: list[tuple[float, float]] = []
+    ring_len = array("q")
+    n_rings = array("q")
+    xy = array("d")
     with _gc_paused():
         for geom, value in shapes(block, mask=block != nodata, connectivity=4):
             rings = geom["coordinates"]
@@ -387,43 +391,91 @@ def _shapes_px(
             n_rings.append(len(rings))
             for ring in rings:
                 ring_len.append(len(ring))
-                points.extend(ring)
-        if not vals:
-            return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-        xy = np.fromiter(chain.from_iterable(points), np.float64, count=2 * len(points))
-    xy = xy.reshape(-1, 2) + offset
+                xy.extend(chain.from_iterable(ring))
+    if not vals:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    coords = np.frombuffer(xy, np.float64).reshape(-1, 2)
+    coords += offset  # in place: no second copy of the chunk's coordinates
     ring_off = np.zeros(len(ring_len) + 1, np.int64)
     np.cumsum(ring_len, out=ring_off[1:])
     poly_off = np.zeros(len(n_rings) + 1, np.int64)
     np.cumsum(n_rings, out=poly_off[1:])
-    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_off, poly_off))
+    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_off, poly_off))
     return geoms, np.asarray(vals, dtype=np.int64)
 
 
-def _merge_across_borders(
-    geoms: np.ndarray, vals: np.ndarray, chunk_ids: np.ndarray, *, exact: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Union the pieces of each polygon cut by chunk lines.
+class _BorderPieces:
+    """Polygons touching interior chunk lines, possibly pieces of larger ones: kept until every
+    chunk they may continue into is done, then merged.
 
     Two pieces belong together when they have the same class, come from different chunks and
     share a boundary *segment* (DE-9IM boundary/boundary dimension 1): pieces that only touch
-    at a corner stay apart, exactly as 4-connectivity keeps diagonal pixels apart.
+    at a corner stay apart, exactly as 4-connectivity keeps diagonal pixels apart. Chunks come
+    in row-major order: once the chunk rows above a line are done, a group of pieces none of
+    which touches that line is complete. Only incomplete groups are kept, so memory holds
+    about one chunk row of pieces, plus the polygons that still extend downwards.
 
     ``exact``: pieces in integer pixel coordinates, whose unions are cleared of the vertices
     left where chunk lines crossed straight edges. Otherwise (simplified pieces in CRS
-    coordinates) unions are left as they are: such a vertex may be shared with a neighbour,
-    which must keep fitting.
+    coordinates) unions are left as they are, such a vertex may be shared with a neighbour
+    which must keep fitting, and merged polygons are given OGC orientation.
     """
+
+    def __init__(self, exact: bool) -> None:
+        self.exact = exact
+        empty_i = np.empty(0, dtype=np.int64)
+        # kept pieces: geometry, class, chunk, line below (or -1), group (index of its first)
+        self.kept = (np.empty(0, dtype=object), empty_i, empty_i, empty_i, empty_i)
+        self.new: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, geoms: np.ndarray, vals: np.ndarray, chunk_id: int, line: np.ndarray) -> None:
+        """Pieces of one chunk, with the chunk line below each where it touches it (else -1)."""
+        if len(geoms):
+            self.new.append((geoms, vals, np.full(len(geoms), chunk_id), line))
+
+    def pop_complete(self, frontier: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Merged polygons (and classes) of the groups complete when every chunk above pixel
+        row ``frontier`` is done (``None``: all chunks are done); those groups are dropped."""
+        geoms, vals, chunks, line, group = self.kept
+        n_old = len(geoms)
+        if self.new:
+            new_g, new_v, new_c, new_l = zip(*self.new, strict=True)
+            geoms = np.concatenate([geoms, *new_g])
+            vals = np.concatenate([vals, *new_v])
+            chunks = np.concatenate([chunks, *new_c])
+            line = np.concatenate([line, *new_l])
+            self.new = []
+            del new_g, new_v, new_c, new_l
+        # every pair is tested once, when the later piece arrives; bounding-box candidates
+        # first: the exact test below is the only costly predicate
+        i, j = shapely.STRtree(geoms).query(geoms[n_old:])
+        i += n_old
+        keep = (vals[i] == vals[j]) & (chunks[i] != chunks[j]) & ((j < n_old) | (i < j))
+        i, j = i[keep], j[keep]
+        keep = shapely.relate_pattern(geoms[i], geoms[j], "****1****")
+        roots = _connected_components(
+            len(geoms), np.r_[i[keep], np.arange(n_old)], np.r_[j[keep], group]
+        )
+        done = np.ones(len(geoms), dtype=bool)
+        if frontier is not None:
+            done[roots[line == frontier]] = False  # a group with a piece on the line is open
+            done = done[roots]
+        # roots are the first piece of their group, kept with it: renumber
+        stay = ~done
+        self.kept = (
+            geoms[stay], vals[stay], chunks[stay], line[stay], (np.cumsum(stay) - 1)[roots[stay]]
+        )
+        return _union_groups(geoms[done], vals[done], roots[done], self.exact)
+
+
+def _union_groups(
+    geoms: np.ndarray, vals: np.ndarray, groups: np.ndarray, exact: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One polygon per group (unions of its pieces, taken in their order) and its class."""
     if not len(geoms):
         return geoms, vals
-    # bounding-box candidates first: the exact test below is the only costly predicate
-    i, j = shapely.STRtree(geoms).query(geoms)
-    keep = (i < j) & (vals[i] == vals[j]) & (chunk_ids[i] != chunk_ids[j])
-    i, j = i[keep], j[keep]
-    keep = shapely.relate_pattern(geoms[i], geoms[j], "****1****")
-    roots = _connected_components(len(geoms), i[keep], j[keep])
-    order = np.argsort(roots, kind="stable")
-    starts = np.flatnonzero(np.r_[True, roots[order][1:] != roots[order][:-1]])
+    order = np.argsort(groups, kind="stable")
+    starts = np.flatnonzero(np.r_[True, groups[order][1:] != groups[order][:-1]])
     sizes = np.diff(np.r_[starts, len(order)])
     out = np.empty(len(starts), dtype=object)
     first = order[starts]
@@ -434,12 +486,13 @@ def _merge_across_borders(
         out[pairs] = shapely.union(geoms[first[pairs]], geoms[order[starts[pairs] + 1]])
     for g in np.flatnonzero(sizes > 2):
         out[g] = shapely.union_all(geoms[order[starts[g] : starts[g] + sizes[g]]])
-    if not exact:
-        return out, vals[first]
     merged = ~single
-    # unions keep the vertices where chunk lines crossed straight edges; a zero-tolerance
-    # simplification removes exactly those collinear points (coordinates are integers)
-    out[merged] = shapely.simplify(out[merged], 0.0)
+    if exact:
+        # unions keep the vertices where chunk lines crossed straight edges; a zero-tolerance
+        # simplification removes exactly those collinear points (coordinates are integers)
+        out[merged] = shapely.simplify(out[merged], 0.0)
+    else:
+        out[merged] = shapely.orient_polygons(out[merged], exterior_cw=False)
     return out, vals[first]
 
 
@@ -481,7 +534,7 @@ def _canonical(geoms: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]
     return geoms[order], *(a[order] for a in arrays)
 
 
-def _batches(n: int, size: int = 100_000) -> Iterator[slice]:
+def _batches(n: int, size: int = 4096) -> Iterator[slice]:
     """Slices of at most ``size`` polygons: geometries are replaced batch by batch in their
     array (old ones freed as we go) and temporary coordinate arrays stay small, so the peak
     memory stays close to the size of the result itself."""
@@ -543,17 +596,26 @@ def ground_area(geoms: np.ndarray, grid: GridBox) -> np.ndarray:
     """
     if not len(geoms):
         return np.empty(0, dtype=np.float64)
+    return _area_meter(grid)(geoms)
+
+
+def _area_meter(grid: GridBox) -> Callable[[np.ndarray], np.ndarray]:
+    """``ground_area`` for ``grid``, with the projection set up once (a few ms): for many calls."""
     if grid.crs is None:
         log.warning("grid has no CRS: polygon areas on the ground are unknown (NaN)")
-        return np.full(len(geoms), np.nan)
+        return lambda geoms: np.full(len(geoms), np.nan)
     to_laea, px_ground = _equal_area(grid)
     # segment length in CRS units: ~_AREA_SEGMENT_M on the ground, between 1 and 64 pixels
     seg = abs(grid.transform.determinant) ** 0.5 * float(
         np.clip(_AREA_SEGMENT_M / px_ground, 1.0, 64.0)
     )
-    area = np.empty(len(geoms))
-    for s in _batches(len(geoms)):
-        area[s] = _laea_area(geoms[s], to_laea, seg)
+
+    def area(geoms: np.ndarray) -> np.ndarray:
+        out = np.empty(len(geoms))
+        for s in _batches(len(geoms)):
+            out[s] = _laea_area(geoms[s], to_laea, seg)
+        return out
+
     return area
 
 
@@ -788,22 +850,27 @@ def _write_stream(
     import pyarrow as pa
 
     schema = _arrow_schema(ext, grid)
+    # arrow's default allocator (mimalloc/jemalloc) keeps freed chunks' buffers: measured ~90 MB
+    # more peak memory per 2048² noisy chunk than with the system allocator
+    pool = pa.system_memory_pool()
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for geoms, ids, area in tables:
-                kinds = shapely.get_type_id(geoms)
-                if not (kinds == shapely.GeometryType.POLYGON).all():  # never produced
-                    raise RuntimeError(f"unexpected geometry types {set(kinds.tolist())}")
-                yield pa.record_batch(
-                    [
-                        pa.array(ids.astype(np.int32)),
-                        pa.array(_class_names(ids, classes), pa.string()),
-                        pa.array(area, pa.float64()),
-                        pa.array(shapely.to_wkb(geoms), pa.binary()),
-                    ],
-                    schema=schema,
-                )
+                for b in _batches(len(geoms)):  # small batches: WKB and arrow copies stay small
+                    kinds = shapely.get_type_id(geoms[b])
+                    if not (kinds == shapely.GeometryType.POLYGON).all():  # never produced
+                        raise RuntimeError(f"unexpected geometry types {set(kinds.tolist())}")
+                    yield pa.record_batch(
+                        [
+                            pa.array(ids[b].astype(np.int32), memory_pool=pool),
+                            pa.array(_class_names(ids[b], classes), pa.string(), memory_pool=pool),
+                            pa.array(area[b], pa.float64(), memory_pool=pool),
+                            pa.array(shapely.to_wkb(geoms[b]), pa.binary(), memory_pool=pool),
+                        ],
+                        schema=schema,
+                    )
+                del geoms, ids, area
         except BaseException as err:
             failed.append(err)
             raise
@@ -811,15 +878,19 @@ def _write_stream(
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, memory_pool=pool) as writer:
             pending: list[pa.RecordBatch] = []
-            for batch in chain(batches(), [None]):
-                if batch is not None:
-                    pending.append(batch)
-                rows = sum(b.num_rows for b in pending)
-                if pending and (batch is None or rows >= _PARQUET_ROW_GROUP):
-                    writer.write_table(pa.Table.from_batches(pending), row_group_size=rows)
+            for batch in batches():
+                pending.append(batch)
+                del batch
+                if (
+                    sum(b.num_rows for b in pending) >= _PARQUET_ROW_GROUP[0]
+                    or sum(b.nbytes for b in pending) >= _PARQUET_ROW_GROUP[1]
+                ):
+                    writer.write_table(pa.Table.from_batches(pending), row_group_size=1 << 30)
                     pending = []
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=1 << 30)
         return
     import pyogrio
 

@@ -30,6 +30,11 @@ class Dist:
         return self.rank == 0
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun sets LOCAL_RANK; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: CUDA when available; under DDP each process takes its local GPU."""
     if name == "auto":
@@ -50,7 +55,7 @@ def setup(device: torch.device) -> Dist:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank())
 
 
 def sum_array(values: np.ndarray, d: Dist, device: torch.device) -> np.ndarray:

@@ -51,10 +51,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, resolve: Callable[[str], Path],
                  default_catalog: str | None, source: str, progress: bool = True):  # fmt: skip
         self.cfg, self.out, self.source, self.progress = cfg, out, source, progress
-        self.device = ddp.resolve_device(cfg.device)
+        # under torchrun each process takes the GPU of its local rank
+        self.device = ddp.resolve_device(cfg.device, ddp.local_rank())
         self.dist = ddp.setup(self.device)
-        if self.dist.enabled:
-            self.device = ddp.resolve_device(cfg.device, self.dist.local_rank)
         self._threads()
         if self.dist.main:
             out.mkdir(parents=True, exist_ok=True)
