@@ -178,8 +178,10 @@ def main() -> None:
 
 def _register_commands() -> None:
     from geoseg import cli_catalog
+    from geoseg.train import cli as cli_train
 
     cli_catalog.register(cli)
+    cli_train.register(cli)
 
 
 _register_commands()
