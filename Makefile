@@ -14,14 +14,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/geoseg predict tests/data/RGB.byte.tif --model $(DEMO_MODEL) --out results/demo --tile 256
+	$(BIN)/geoseg predict tests/data/alexandria/hag.tif --modality dsm=tests/data/alexandria/dsm.tif \
+		--model models/demo --out results/demo
 	@echo "outputs in results/demo/"
-
-DEMO_MODEL := results/demo-untrained-unet
-$(DEMO_MODEL): $(STAMP)
-	$(BIN)/geoseg model init unet --bands 3 --classes 4 --seed 0 --tile 256 \
-		--stats-from tests/data/RGB.byte.tif -o $(DEMO_MODEL)
-demo: $(DEMO_MODEL)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
