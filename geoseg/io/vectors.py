@@ -3,15 +3,15 @@
 Each chunk is vectorised with GDAL's polygonizer (``rasterio.features.shapes``) in *pixel*
 coordinates, which are exact integers: border tests and unions are then exact, so the polygon
 set does not depend on the chunk size. Only polygons that touch an interior chunk border are
-kept aside and merged (spatial index + union-find); the others are final as soon as their
-chunk is done.
+kept aside and merged (spatial index + union-find) once the chunk rows they may extend into
+are done; the others are final as soon as their chunk is done.
 
 Two front ends share these steps:
 
 * ``polygonize`` returns one GeoDataFrame (memory grows with the number of polygons, about
   1.7 KB each: right for a viewport, e.g. in Jupyter);
-* ``polygonize_to_file`` streams the final polygons of each chunk to the output file and only
-  keeps the border pieces in memory: O(chunk + border polygons), for whole scenes.
+* ``polygonize_to_file`` streams polygons to the output file as they become final and only
+  keeps border pieces in memory: O(chunk + about one chunk row of pieces), for whole scenes.
 """
 
 from __future__ import annotations
@@ -326,6 +326,8 @@ def _simplify_chunk(geoms: np.ndarray, window: Window, grid: GridBox, tol: float
     corners a node of the coverage (where three polygons meet), which coverage simplification
     never moves; the scene's edge and nodata boundaries are simplified as in ``polygonize``.
     Pieces of one polygon in neighbouring chunks thus keep identical edges on the chunk line.
+    (``simplify_boundary=False`` would hold the chunk lines too, but also leave the scene's
+    edge and every nodata boundary as pixel staircases.)
     """
     r0, r1, c0, c1 = window
     cols, rows = np.arange(c0, c1), np.arange(r0, r1)
