@@ -17,14 +17,18 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
 
 
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+def parse_pairs(values: tuple[str, ...], what: str, example: str = "dem=dem.tif") -> dict[str, str]:
+    """NAME=VALUE options -> dict; a value without '=' is a one-line error showing ``example``."""
     out = {}
     for v in values:
         if "=" not in v:
-            raise GeosegError(f"{what} {v!r}: expected NAME=VALUE, e.g. dem=dem.tif")
+            raise GeosegError(f"{what} {v!r}: expected NAME=VALUE, e.g. {example}")
         k, val = v.split("=", 1)
         out[k.strip()] = val.strip()
     return out
+
+
+_pairs = parse_pairs
 
 
 @click.group()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.errors import ConfigError, GeosegError
+from geoseg.errors import ConfigError
 
 
 @click.group("catalog")
@@ -191,10 +191,6 @@ def _only(layout: str, option: str, layouts: set[str]) -> None:
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        if "=" not in v:
-            raise GeosegError(f"{what} {v!r}: expected NAME=TEMPLATE, e.g. dem=dem/{{stem}}.tif")
-        k, val = v.split("=", 1)
-        out[k.strip()] = val.strip()
-    return out
+    from geoseg.cli import parse_pairs
+
+    return parse_pairs(values, what, example="dem=dem/{stem}.tif")
