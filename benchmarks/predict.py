@@ -1,6 +1,7 @@
 """Predictor benchmark: wall time, Mpx/s, peak RSS, pipeline efficiency, hand-written loop.
 
 Usage: python benchmarks/predict.py [--sizes 2048 4096 8192 16384] [--work DIR]
+       python benchmarks/predict.py --table benchmarks/results/predict.json  (markdown table)
 Prints a table and writes benchmarks/results/predict.json. Every measured run is a fresh
 subprocess so peak RSS is its own. Ratios are taken within one run (machines are noisy).
 
@@ -33,10 +34,11 @@ def child(argv: list[str]) -> None:
 
         full = outputs == "full"
         report = predict(scene, bundle, out, options=PredictOptions(
-            bands=[3, 2, 1], chunk=int(chunk), workers=int(workers), batch=int(batch),
+            bands=[3, 2, 1], chunk=int(chunk) or None, workers=int(workers), batch=int(batch) or None,
             overwrite=True, progress=False, tiles_dir=Path(tiles),
             vector="gpkg" if full else "none", confidence=full))  # fmt: skip
-        extra = {"report": {k: report[k] for k in ("overlap_factor", "chunks", "timings_s")}}
+        extra = {"report": {k: report[k] for k in ("overlap_factor", "chunks", "timings_s")},
+                 "chunk": report["settings"]["chunk"], "batch": report["settings"]["batch"]}
     elif kind == "model_only":
         scene, bundle, chunk, batch, workers = rest
         extra = model_only(scene, bundle, int(chunk), int(batch), int(workers))
@@ -144,8 +146,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
     ap.add_argument("--compare-sizes", type=int, nargs="+", default=[2048, 4096])
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench")
-    ap.add_argument("--chunk", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--chunk", type=int, default=0, help="0: geoseg's default (auto)")
+    ap.add_argument("--batch", type=int, default=0, help="0: geoseg's default (1 on CPU)")
     ap.add_argument("--workers", type=int, default=2, help="workers for the non-compared sizes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict.json")
     a = ap.parse_args()
@@ -179,25 +181,24 @@ def main() -> None:
                 return measure("geoseg", *common, str(workers), str(a.batch), outputs)
 
             # classes COG only: the same work as the hand-written loop (compared sizes only)
-            w = a.workers
-            if compare:
-                for w in (1, 2):
-                    row[f"classes_w{w}"] = geoseg(w, "classes")
-                best = min(("classes_w1", "classes_w2"), key=lambda k: row[k]["wall_s"])
-                w = int(best.split("_w")[1])
+            for w in (1, 2) if compare else (a.workers,):
+                row[f"classes_w{w}"] = geoseg(w, "classes")
+            best = min((k for k in row if k.startswith("classes_w")), key=lambda k: row[k]["wall_s"])
+            w = int(best.split("_w")[1])
             row["best_workers"] = w
             row["full"] = geoseg(w, "full")  # + confidence COG, polygons, quicklook, styles
-            m = measure("model_only", str(scene), b, str(a.chunk), str(a.batch), str(w))
+            # the model alone on exactly the batches of the plan geoseg resolved (chunk, batch)
+            full = row["full"]
+            m = measure("model_only", str(scene), b, str(full["chunk"]), str(full["batch"]), str(w))
             row["model_only"] = m
-            g = row[best] if compare else row["full"]
+            g = row[best]
             row["efficiency_full"] = m["model_s"] / row["full"]["wall_s"]
             row["mpx_per_s_full"] = row["mpx"] / row["full"]["wall_s"]
             line = (f"{size:>6}² {mname:9s} full {row['full']['wall_s']:7.1f}s (w{w}) "
                     f"{row['mpx_per_s_full']:5.2f} Mpx/s  rss {row['full']['peak_rss_mib']:6.0f} MiB  "
                     f"eff(full) {row['efficiency_full']:.2f}  overlap {m['overlap_factor']:.3f}")  # fmt: skip
-            if compare:
-                row["efficiency_classes"] = m["model_s"] / g["wall_s"]
-                line += f"  classes {g['wall_s']:.1f}s eff {row['efficiency_classes']:.2f}"
+            row["efficiency_classes"] = m["model_s"] / g["wall_s"]
+            line += f"  classes {g['wall_s']:.1f}s eff {row['efficiency_classes']:.2f}"
             if compare:
                 hl = measure("handloop", str(scene), b, str(a.work / f"hand_{size}.tif"),
                              str(cores))  # fmt: skip
@@ -206,17 +207,48 @@ def main() -> None:
                 line += f"  hand-loop {hl['wall_s']:.1f}s (x{row['speedup_vs_hand_loop']:.2f})"
             results["runs"].append(row)
             print(line, flush=True)
+            save(results, a.out)  # after every row: a long run that is cut short keeps its rows
     rss = {r["size"]: r["full"]["peak_rss_mib"] for r in results["runs"] if r["model"] == "unet-r18"}
     if 4096 in rss and max(rss) > 4096:
         results["rss_ratio_largest_vs_4096"] = rss[max(rss)] / rss[4096]
         print(f"peak RSS {max(rss)}² / 4096²: {results['rss_ratio_largest_vs_4096']:.2f}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2))
+    save(results, a.out)
+    print(markdown_table(results))
     print(f"wrote {a.out}")
+
+
+def markdown_table(results: dict) -> str:
+    """The docs/benchmarks.md table of a results JSON (``--table FILE`` prints it again)."""
+    head = ("| scene | model | classes wall | Mpx/s | efficiency classes | full wall | efficiency "
+            "full | peak RSS full | overlap factor | chunk / batch / workers | hand loop | "
+            "speed-up vs hand loop |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results["runs"]:
+        c = r[f"classes_w{r['best_workers']}"]
+        hl = r.get("hand_loop")
+        lines.append(
+            f"| {r['size']}² | {r['model']} | {c['wall_s']:.1f} s | {r['mpx'] / c['wall_s']:.2f} | "
+            f"{r['efficiency_classes']:.2f} | {r['full']['wall_s']:.1f} s | "
+            f"{r['efficiency_full']:.2f} | {r['full']['peak_rss_mib']:.0f} MiB | "
+            f"{r['model_only']['overlap_factor']:.3f} | {c['chunk']} / {c['batch']} / "
+            f"{r['best_workers']} | " + (f"{hl['wall_s']:.1f} s | ×{r['speedup_vs_hand_loop']:.2f} |"
+                                         if hl else "– | – |"))  # fmt: skip
+    if "rss_ratio_largest_vs_4096" in results:
+        lines.append(f"\npeak RSS ratio largest / 4096²: {results['rss_ratio_largest_vs_4096']:.2f}")
+    return "\n".join(lines)
+
+
+def save(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(out)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
+    elif len(sys.argv) > 2 and sys.argv[1] == "--table":
+        print(markdown_table(json.loads(Path(sys.argv[2]).read_text())))
     else:
         main()

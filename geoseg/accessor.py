@@ -21,13 +21,14 @@ def _classes_of(arr: xr.DataArray) -> list[ClassInfo]:
 
 
 def predict_arrays(arrays: Mapping[str, xr.DataArray], model: str | Path, *, tile: int | None,
-                   overlap: int | None, chunk: int, batch: int, probabilities: bool,
+                   overlap: int | None, chunk: int, batch: int | None, probabilities: bool,
                    device: str) -> xr.DataArray | xr.Dataset:  # fmt: skip
     """Lazy prediction of modality arrays with a bundle (see ``DataArray.geoseg.predict``)."""
     from geoseg.bundle import load_bundle
     from geoseg.engine import Engine
     from geoseg.errors import InputError
     from geoseg.lazy import ArrayScene, lazy_prediction
+    from geoseg.runtime import default_batch
 
     bundle = load_bundle(model, device)
     card = bundle.card
@@ -40,6 +41,7 @@ def predict_arrays(arrays: Mapping[str, xr.DataArray], model: str | Path, *, til
             raise InputError(f"{name!r} has {n} band(s) but the model expects "
                              f"{len(card.modalities[name].bands)}; select bands with .isel(band=...)")
     tile = tile or card.tile_size
+    batch = batch or default_batch(device)
     overlap = overlap if overlap is not None else min(card.halo, tile // 4)
     classes, probs = lazy_prediction(scene, Engine(bundle, device), tile=tile, overlap=overlap,
                                      chunk=chunk, batch=batch, probabilities=probabilities)  # fmt: skip
@@ -70,7 +72,7 @@ class GeosegAccessor:
 
     def predict(self, model: str | Path, *, modalities: Mapping[str, xr.DataArray] | None = None,
                 tile: int | None = None, overlap: int | None = None, chunk: int = 1024,
-                batch: int = 4, probabilities: bool = False,
+                batch: int | None = None, probabilities: bool = False,
                 device: str = "cpu") -> xr.DataArray | xr.Dataset:  # fmt: skip
         """Lazy class ids (dask) with this array's coordinates and CRS; compute a viewport
         with ``.sel(...)`` / ``.isel(...)`` and only the chunks it needs are predicted.
@@ -141,17 +143,32 @@ class GeosegAccessor:
         b = transform_bounds(merc.rio.crs, "EPSG:4326", *merc.rio.bounds())
         m = folium.Map(location=[(b[1] + b[3]) / 2, (b[0] + b[2]) / 2], tiles=None)
         if image is not None:
-            img = _to_web_mercator(image.isel(band=slice(0, 3)), max_side, "bilinear")
-            arr = np.moveaxis(np.asarray(img.values, np.float64), 0, -1)
-            lo, hi = np.nanpercentile(arr, [2, 98])
-            arr = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1)
-            folium.raster_layers.ImageOverlay(np.nan_to_num(arr), [[b[1], b[0]], [b[3], b[2]]],
+            folium.raster_layers.ImageOverlay(_display_rgba(image, max_side),
+                                              [[b[1], b[0]], [b[3], b[2]]],
                                               name="image").add_to(m)  # fmt: skip
         folium.raster_layers.ImageOverlay(rgba, [[b[1], b[0]], [b[3], b[2]]], opacity=opacity,
                                           name="prediction").add_to(m)  # fmt: skip
         folium.LayerControl().add_to(m)
         m.fit_bounds([[b[1], b[0]], [b[3], b[2]]])
         return m
+
+
+def _display_rgba(image: xr.DataArray, max_side: int) -> np.ndarray:
+    """RGBA floats in 0..1 of an image's first three bands (one band: grey), stretched
+    2–98 %, nodata transparent, in Web Mercator."""
+    img = image if "band" in image.dims else image.expand_dims(band=[1])
+    img = img.isel(band=slice(0, 3)).astype(np.float64)
+    nodata = image.rio.nodata
+    if nodata is not None and not np.isnan(nodata):
+        img = img.where(img != nodata)
+    img = img.rio.write_nodata(np.nan)
+    arr = np.moveaxis(np.asarray(_to_web_mercator(img, max_side, "bilinear").values), 0, -1)
+    if arr.shape[-1] < 3:
+        arr = np.repeat(arr[..., :1], 3, axis=-1)
+    valid = np.isfinite(arr).all(axis=-1)
+    lo, hi = np.nanpercentile(arr[valid], [2, 98]) if valid.any() else (0.0, 1.0)
+    rgb = np.clip((np.nan_to_num(arr) - lo) / max(hi - lo, 1e-9), 0, 1)
+    return np.dstack([rgb, valid.astype(np.float64)])
 
 
 def _to_web_mercator(arr: xr.DataArray, max_side: int, resampling: str) -> xr.DataArray:
@@ -177,6 +194,6 @@ class GeosegDatasetAccessor:
     def predict(self, model: str | Path, **kwargs: Any) -> xr.DataArray | xr.Dataset:
         """Like ``DataArray.geoseg.predict`` with every modality taken from this Dataset."""
         arrays = {name: self._obj[name] for name in self._obj.data_vars}
-        opts = {"tile": None, "overlap": None, "chunk": 1024, "batch": 4, "probabilities": False,
+        opts = {"tile": None, "overlap": None, "chunk": 1024, "batch": None, "probabilities": False,
                 "device": "cpu"} | kwargs  # fmt: skip
         return predict_arrays(arrays, model, **opts)

@@ -18,6 +18,7 @@ from geoseg import __version__
 from geoseg.card import ModelCard
 from geoseg.errors import BundleError, GeosegError
 from geoseg.models import SegModel, create
+from geoseg.store import replace_dir
 
 CARD = "card.json"
 WEIGHTS = "weights.safetensors"
@@ -51,14 +52,7 @@ def save_bundle(model: SegModel, card: ModelCard, path: str | Path) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.inference_state_dict().items()}
     save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "geoseg": __version__})
     (tmp / CARD).write_text(card.model_dump_json(indent=2))
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
-    return path
+    return replace_dir(tmp, path)
 
 
 def _refuse_pickle(path: Path) -> None:

@@ -47,8 +47,9 @@ def cli(verbose: bool) -> None:
 @click.option("--bands", default=None, help="Bands of IMAGE feeding the model, e.g. 1,2,3.")
 @click.option("--tile", type=int, default=None, help="Model tile size (default: bundle's).")
 @click.option("--overlap", type=int, default=None, help="Tile overlap px (default: bundle halo).")
-@click.option("--chunk", type=int, default=1024, show_default=True, help="Output chunk, pixels.")
-@click.option("--batch", type=int, default=4, show_default=True, help="Tiles per model call.")
+@click.option("--chunk", type=int, default=None,
+              help="Output chunk, pixels (default 1024; smaller for small scenes).")
+@click.option("--batch", type=int, default=None, help="Tiles per model call (default: 1 CPU, 8 CUDA).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (autocast).")
 @click.option("--workers", type=int, default=None, help="Parallel chunk tasks (<= cores).")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Autocast on CUDA.")

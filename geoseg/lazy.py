@@ -66,7 +66,7 @@ class ArrayScene:
         return out, valid
 
 
-def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: int, batch: int = 4,
+def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: int, batch: int = 1,
                     probabilities: bool = False) -> tuple[da.Array, da.Array | None]:  # fmt: skip
     """Dask arrays of class ids (y, x) and optionally quantised probabilities (class, y, x)."""
     g = scene.grid

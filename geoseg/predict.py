@@ -8,6 +8,7 @@ chunk to the tile store). Memory is O(workers x chunk) whatever the scene size.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,20 +185,34 @@ def chunk_stats(job: ChunkJob, index: tuple[int, int], classes: np.ndarray) -> d
 
 
 def build_graph(
-    job: ChunkJob, engine: Engine | EngineSpec, store: TileStore, pending: list[tuple[int, int]]
+    job: ChunkJob,
+    engine: Engine | EngineSpec,
+    store: TileStore,
+    pending: list[tuple[int, int]],
+    ahead: int = 4,
 ) -> tuple[dict, list]:
     """Dask graph computing the ``pending`` chunks.
+
+    Chunks go in row-major order, at most ``ahead`` pending chunks beyond the last finished
+    one: each ``accumulate`` also waits for the ``finish`` of the pending chunk ``ahead``
+    places before it. Without this gate Dask's ordering runs almost every ``accumulate``
+    before the first ``finish`` (they are all ready at once), holding the blend sums of
+    the whole scene: peak memory grew with the scene (measured: 3.2 GB at 16384², 1.7 GB at
+    4096²). The gate is acyclic: a chunk's contributors all precede it in row-major order.
 
     Returns the graph and its output keys: one ``finish`` per pending chunk (its statistics),
     then one ``timing`` per accumulate task (seconds per stage).
     """
     plan = job.plan
     needed = sorted({src for dst in pending for src in plan.contributors(dst)})
+    done_in_order = sorted(pending)
     # job, engine and store appear once in the graph (shipped once per worker, not per task)
     graph: dict = {"geoseg-job": job, "geoseg-engine": engine, "geoseg-store": store}
     timings = []
     for src in needed:
-        graph[("accumulate", *src)] = (accumulate, "geoseg-job", "geoseg-engine", src)
+        gate = bisect.bisect_left(done_in_order, src) - max(1, ahead)
+        after = ("finish", *done_in_order[gate]) if gate >= 0 else None
+        graph[("accumulate", *src)] = (_gated, "geoseg-job", "geoseg-engine", src, after)
         graph[("timing", *src)] = (_timing, ("accumulate", *src))
         timings.append(("timing", *src))
     finals = []
@@ -210,6 +225,12 @@ def build_graph(
         graph[("finish", *dst)] = (finish, "geoseg-job", "geoseg-store", dst, *parts)
         finals.append(("finish", *dst))
     return graph, finals + timings
+
+
+def _gated(job: ChunkJob, engine: Engine | EngineSpec, index: tuple[int, int],
+           _after: Any) -> dict[str, Any]:  # fmt: skip
+    """``accumulate``, scheduled after the task whose result is ``_after`` (ignored)."""
+    return accumulate(job, engine, index)
 
 
 def _piece(result: dict[str, Any], dst: tuple[int, int]) -> Piece | None:

@@ -22,7 +22,7 @@ from geoseg.config import StrictModel
 from geoseg.engine import StageTimer, model_digest, open_engine, read_model_card
 from geoseg.errors import InputError, OutputError
 from geoseg.predict import ChunkJob, build_graph, run_graph
-from geoseg.runtime import available_cores, gdal_env, plan_threads
+from geoseg.runtime import auto_chunk, available_cores, default_batch, gdal_env, plan_threads
 from geoseg.scene import Scene
 from geoseg.store import NODATA, TileStore, atomic_write_text
 from geoseg.tiling import TilePlan
@@ -37,8 +37,10 @@ class PredictOptions(StrictModel):
 
     tile: int | None = Field(None, description="model tile size (default: the bundle's)")
     overlap: int | None = Field(None, description="tile overlap px (default: the bundle's halo)")
-    chunk: int = Field(1024, ge=16, description="output chunk size in pixels")
-    batch: int = Field(4, ge=1)
+    chunk: int | None = Field(None, ge=16, description="output chunk size in pixels (default: "
+                              "1024, smaller for small scenes so every worker has work)")
+    batch: int | None = Field(None, ge=1, description="tiles per model call (default: 1 on "
+                              "CPU, 8 on CUDA)")
     device: str = "cpu"
     amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")
     workers: int | None = Field(None, ge=1, description="parallel chunk tasks (default: cores)")
@@ -150,7 +152,10 @@ def predict(
         raise InputError(f"{model}: exported for tiles of {card.tile_size} px; use --tile "
                          f"{card.tile_size} or less (or export again)")
     overlap = opts.overlap if opts.overlap is not None else min(card.halo, tile // 4)
-    plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, opts.chunk)
+    chunk = opts.chunk or auto_chunk(scene.grid.height, scene.grid.width, tile,
+                                     plan_threads(opts.workers or available_cores())[0])
+    opts = opts.model_copy(update={"chunk": chunk, "batch": opts.batch or default_batch(opts.device)})
+    plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, chunk)
     out_dir = Path(out_dir)
     check_writable(out_dir)
     stem = name or Path(image).stem
@@ -194,7 +199,7 @@ def predict(
             if opts.scheduler:
                 results = _run_on_cluster(job, store, model, digest, pending, opts, workers, bar)
             else:
-                graph, keys = build_graph(job, engine, store, pending)
+                graph, keys = build_graph(job, engine, store, pending, ahead=2 * workers)
                 results = run_graph(graph, keys, workers, on_done=lambda _: bar.update(1))
         for res in results[len(pending):]:
             for stage, sec in res.items():
@@ -223,7 +228,7 @@ def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: 
     client = open_client(str(opts.scheduler), workers)
     bar.write(f"dask dashboard: {client.dashboard_link}")
     try:
-        graph, keys = build_graph(job, spec, store, pending)
+        graph, keys = build_graph(job, spec, store, pending, ahead=2 * workers)
         return run_distributed(client, graph, keys, on_done=lambda _: bar.update(1))
     finally:
         cluster = client.cluster if opts.scheduler == "local" else None

@@ -29,6 +29,21 @@ def plan_threads(workers: int | None, cores: int | None = None) -> tuple[int, in
     return workers, max(1, cores // workers)
 
 
+def default_batch(device: str) -> int:
+    """Tiles per model call: 1 on CPU (measured fastest per tile there: activations of one
+    512² tile stay in cache, see docs/benchmarks.md), 8 on CUDA."""
+    return 1 if str(device).startswith("cpu") else 8
+
+
+def auto_chunk(height: int, width: int, tile: int, workers: int, largest: int = 1024) -> int:
+    """Output chunk size: ``largest`` unless the scene would then have fewer than 4 chunks per
+    worker (idle cores at the end of small scenes); halved down to the tile size."""
+    chunk = largest
+    while chunk // 2 >= tile and -(-height // chunk) * -(-width // chunk) < 4 * workers:
+        chunk //= 2
+    return chunk
+
+
 @contextmanager
 def gdal_env(cache_mb: int = GDAL_CACHE_MB, **options: object) -> Iterator[None]:
     """GDAL options for geoseg's reads and writes, with the block cache capped."""

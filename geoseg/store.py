@@ -15,6 +15,20 @@ from geoseg.card import NODATA
 from geoseg.errors import OutputError
 
 
+def replace_dir(tmp: Path, path: Path) -> Path:
+    """Move the finished folder ``tmp`` to ``path``, replacing an existing one: the old folder
+    is renamed aside first, so ``path`` is never a half-written mix."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text under a temporary name, fsync, then rename (no half-written file on kill)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -216,29 +216,18 @@ def test_reader_errors_propagate_and_leave_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_argument_errors(tmp_path: Path, rgb: tuple[np.ndarray, GridBox]) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"block": 100}, "multiple of 16"),
+        ({"count": 2, "colormap": COLORS}, "colour table"),
+        ({"overview_resampling": "median-ish"}, "overview_resampling"),
+    ],
+)
+def test_argument_errors(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], kwargs: dict, message: str
+) -> None:
     _, grid = rgb
-    with pytest.raises(ValueError, match="multiple of 16"):
-        write_cog(
-            tmp_path / "a.tif", grid, lambda *w: None, count=1, dtype="uint8", nodata=255, block=100
-        )
-    with pytest.raises(ValueError, match="colour table"):
-        write_cog(
-            tmp_path / "a.tif",
-            grid,
-            lambda *w: None,
-            count=2,
-            dtype="uint8",
-            nodata=255,
-            colormap=COLORS,
-        )
-    with pytest.raises(ValueError, match="overview_resampling"):
-        write_cog(
-            tmp_path / "a.tif",
-            grid,
-            lambda *w: None,
-            count=1,
-            dtype="uint8",
-            nodata=255,
-            overview_resampling="median-ish",
-        )
+    args = {"count": 1, "dtype": "uint8", "nodata": 255} | kwargs
+    with pytest.raises(ValueError, match=message):
+        write_cog(tmp_path / "a.tif", grid, lambda *w: None, **args)

@@ -6,7 +6,7 @@ small CPU-friendly arguments in ``SMALL`` if its defaults are large.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,13 @@ SMALL: dict[str, dict[str, Any]] = {
     "timf": {"embed_dims": (16, 32, 64, 128), "num_heads": (1, 2, 4, 8), "depths": (1, 1, 1, 1),
              "decoder_dim": 64},
 }  # fmt: skip
-MODELS = list_models()
+#: the registered architectures (not the test-only ones other test modules register)
+MODELS = [m for m in list_models() if not m.startswith("test-")]
 #: Adam learning rate of the overfitting test (tinycnn's three convs need a larger step)
 LR: dict[str, float] = {"tinycnn": 1e-2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Agents share two cores here: one thread per test process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def modalities_for(name: str, bands: int) -> dict[str, int]:

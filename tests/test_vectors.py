@@ -111,6 +111,17 @@ def assert_ogc_orientation(geoms: np.ndarray) -> None:
     assert not shapely.is_ccw(rings[~exterior]).any()
 
 
+def assert_valid_coverage(geoms: np.ndarray) -> None:
+    """Valid polygons in OGC orientation whose neighbours (pieces merged across chunk lines
+    included) do not overlap and share exactly the same edges."""
+    assert shapely.is_valid(geoms).all()
+    assert_ogc_orientation(geoms)
+    assert shapely.coverage_is_valid(geoms)
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = i < j
+    assert shapely.area(shapely.intersection(geoms[i[pairs]], geoms[j[pairs]])).max() < 1e-6
+
+
 def in_raster_order(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     x0, y0, _, y1 = shapely.bounds(gdf.geometry.values).T
     return gdf.iloc[np.lexsort((gdf.area_m2, x0, -y1, -y0))].reset_index(drop=True)
@@ -250,13 +261,7 @@ def test_simplification_keeps_a_gapless_coverage(hag: tuple[np.ndarray, GridBox]
     n_simple = shapely.get_num_coordinates(simple.geometry.values).sum()
     assert n_simple < 0.6 * n_raw
     geoms = simple.geometry.values
-    assert shapely.is_valid(geoms).all()
-    assert_ogc_orientation(geoms)
-    # a valid coverage: neighbours do not overlap and share exactly the same edges
-    assert shapely.coverage_is_valid(geoms)
-    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    pairs = i < j
-    assert shapely.area(shapely.intersection(geoms[i[pairs]], geoms[j[pairs]])).max() < 1e-6
+    assert_valid_coverage(geoms)
     # no gap opened between neighbours: the union is one polygon without holes, and (the
     # scene has no nodata) covers the scene up to the simplified outer boundary
     union = shapely.union_all(geoms)
@@ -387,14 +392,8 @@ def test_streamed_simplification_keeps_a_gapless_coverage(
     n_raw = shapely.get_num_coordinates(raw.geometry.values).sum()
     assert shapely.get_num_coordinates(simple.geometry.values).sum() < 0.65 * n_raw
     geoms = simple.geometry.values
-    assert (simple.geom_type == "Polygon").all() and shapely.is_valid(geoms).all()
-    assert_ogc_orientation(geoms)
-    # a valid coverage: neighbours, pieces merged across chunk lines included, do not overlap
-    # and share exactly the same edges
-    assert shapely.coverage_is_valid(geoms)
-    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    pairs = i < j
-    assert shapely.area(shapely.intersection(geoms[i[pairs]], geoms[j[pairs]])).max() < 1e-6
+    assert (simple.geom_type == "Polygon").all()
+    assert_valid_coverage(geoms)
     # no gap opened: the union is one polygon whose only hole is the nodata disc
     union = shapely.union_all(geoms)
     assert union.geom_type == "Polygon" and len(union.interiors) == 1

@@ -49,3 +49,10 @@ def remove_quietly(*paths: Path) -> None:
         # here is the one to report
         with contextlib.suppress(OSError):
             p.unlink(missing_ok=True)
+
+
+def write_failed(path: Path, folder: Path, err: BaseException) -> OutputError:
+    """The one-line error for an output that could not be written, naming the file and fix."""
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return OutputError(f"{path}: cannot be written ({detail}); check free space and "
+                       f"permissions of {folder}, or choose another output folder")  # fmt: skip

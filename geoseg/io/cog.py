@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from geoseg.errors import OutputError
 from geoseg.grid import GridBox
-from geoseg.io import remove_quietly, temp_sibling, writable_folder
+from geoseg.io import remove_quietly, temp_sibling, writable_folder, write_failed
 
 BlockReader = Callable[[int, int, int, int], "np.ndarray | None"]
 
@@ -251,11 +251,7 @@ def _gdal_errors(path: Path, folder: Path) -> Iterator[None]:
     except (RasterioError, OSError) as err:
         if isinstance(err, OutputError):
             raise
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise OutputError(
-            f"{path}: cannot be written ({detail}); check free space and "
-            f"permissions of {folder}, or choose another output folder"
-        ) from err
+        raise write_failed(path, folder, err) from err
 
 
 def cog_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -47,6 +47,6 @@ def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: s
         draw.rectangle((x0, y + 2, x0 + 10, y + 12), fill=(*c.rgb, 255), outline=(0, 0, 0, 255))
         draw.text((x0 + 16, y), f"{c.id} {c.name}", fill=(0, 0, 0, 255), font=font)
     tmp = png.with_name(f".{png.name}.tmp.png")
-    canvas.convert("RGB").save(tmp, optimize=True)
+    canvas.convert("RGB").save(tmp, compress_level=1)
     tmp.replace(png)
     return png

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from geoseg.card import ClassInfo
 from geoseg.errors import OutputError
 from geoseg.grid import GridBox
-from geoseg.io import remove_quietly, temp_sibling, writable_folder
+from geoseg.io import remove_quietly, temp_sibling, writable_folder, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -483,19 +483,65 @@ def _union_groups(
     first = order[starts]
     single = sizes == 1
     out[single] = geoms[first[single]]
-    pairs = sizes == 2
-    if pairs.any():  # the common case, vectorised
-        out[pairs] = shapely.union(geoms[first[pairs]], geoms[order[starts[pairs] + 1]])
-    for g in np.flatnonzero(sizes > 2):
-        out[g] = shapely.union_all(geoms[order[starts[g] : starts[g] + sizes[g]]])
     merged = ~single
     if exact:
-        # unions keep the vertices where chunk lines crossed straight edges; a zero-tolerance
-        # simplification removes exactly those collinear points (coordinates are integers)
-        out[merged] = shapely.simplify(out[merged], 0.0)
+        out[merged] = _union_pixel_pieces(geoms, order, starts, sizes, merged)
     else:
-        out[merged] = shapely.orient_polygons(out[merged], exterior_cw=False)
+        out[merged] = shapely.orient_polygons(
+            _union_each(geoms, order, starts, sizes, merged), exterior_cw=False
+        )
     return out, vals[first]
+
+
+def _union_each(geoms: np.ndarray, order: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+                sel: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Union of each selected group (pieces ``geoms[order[start:start + size]]``)."""
+    out = np.empty(int(sel.sum()), dtype=object)
+    pairs = sizes[sel] == 2
+    s = starts[sel]
+    if pairs.any():  # the common case, vectorised
+        out[pairs] = shapely.union(geoms[order[s[pairs]]], geoms[order[s[pairs] + 1]])
+    for k in np.flatnonzero(~pairs):
+        out[k] = shapely.union_all(geoms[order[s[k] : s[k] + sizes[sel][k]]])
+    return out
+
+
+def _union_pixel_pieces(geoms: np.ndarray, order: np.ndarray,
+                        starts: np.ndarray, sizes: np.ndarray, sel: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Exact unions of pixel-aligned pieces from different chunks, groups ``sel``.
+
+    A piece's holes never touch its chunk's border (a hole there would be open, a notch), so
+    no other piece reaches into them: the union is the union of the pieces' *filled* shells
+    with all their holes put back. Overlaying shells only is far cheaper than overlaying noisy
+    polygons with thousands of holes each.
+    """
+    if not sel.any():
+        return np.empty(0, dtype=object)
+    shells = shapely.polygons(shapely.get_exterior_ring(geoms))
+    union = _union_each(shells, order, starts, sizes, sel)
+    # unions keep the vertices where chunk lines crossed straight edges; a zero-tolerance
+    # simplification removes exactly those collinear points (coordinates are integers)
+    union = shapely.simplify(union, 0.0)
+    target = np.full(len(starts), -1)
+    target[sel] = np.arange(int(sel.sum()))
+    group_of_piece = np.empty(len(geoms), dtype=np.int64)
+    group_of_piece[order] = np.repeat(np.arange(len(starts)), sizes)
+    pieces = np.flatnonzero(target[group_of_piece] >= 0)
+    u_rings, u_idx = shapely.get_rings(union, return_index=True)
+    p_rings, p_idx = shapely.get_rings(geoms[pieces], return_index=True)
+    p_hole = _after_first(p_idx)  # the first ring of a polygon is its shell
+    rings = np.concatenate([u_rings, p_rings[p_hole]])
+    owner = np.concatenate([u_idx, target[group_of_piece[pieces[p_idx[p_hole]]]]])
+    is_hole = np.concatenate([_after_first(u_idx), np.ones(p_hole.sum(), bool)])
+    rank = np.lexsort((is_hole, owner))  # per polygon: its shell, then its holes
+    return shapely.polygons(rings[rank], indices=owner[rank])
+
+
+def _after_first(owner: np.ndarray) -> np.ndarray:
+    """For items grouped by ``owner`` (sorted): True for all but the first of each group."""
+    out = np.zeros(len(owner), dtype=bool)
+    out[1:] = owner[1:] == owner[:-1]
+    return out
 
 
 def _connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -758,11 +804,7 @@ def _write_atomically(
             raise failed[0] from None
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit
             raise
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise OutputError(
-            f"{path}: cannot be written ({detail}); check free space and "
-            f"permissions of {folder}, or choose another output folder"
-        ) from err
+        raise write_failed(path, folder, err) from err
     return [path]
 
 

@@ -36,6 +36,8 @@ class SegModel(nn.Module):
     #: state-dict key prefixes used only in training (momentum encoders, queues...):
     #: they are not written to inference bundles.
     training_only: ClassVar[tuple[str, ...]] = ()
+    #: set where the model takes exactly its ``required`` modalities: how to fold extra ones in
+    extra_modalities_hint: ClassVar[str | None] = None
 
     def __init__(self, modalities: Mapping[str, int], num_classes: int, args: StrictModel):
         super().__init__()
@@ -47,6 +49,12 @@ class SegModel(nn.Module):
                 f"{type(self).__name__} needs modalities {list(self.required)}; "
                 f"missing {missing}: add them (model init: --modality NAME=BANDS; "
                 "predict: --modality NAME=PATH)"
+            )
+        extra = sorted(set(modalities) - set(self.required))
+        if self.extra_modalities_hint and extra:
+            raise ModelError(
+                f"{type(self).__name__} takes modalities {' and '.join(self.required)} only, "
+                f"got extra {extra}: {self.extra_modalities_hint}"
             )
         for name, bands in modalities.items():
             if bands < 1:

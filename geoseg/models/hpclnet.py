@@ -27,7 +27,6 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from geoseg.config import StrictModel
-from geoseg.errors import ModelError
 from geoseg.losses import boundary_cells, hyper_pixel_labels, supervised_infonce
 from geoseg.models.base import SegModel
 from geoseg.models.blocks import DeepLabV3PlusHead, conv_bn_relu, make_encoder
@@ -101,15 +100,10 @@ class HPCLNet(SegModel):
     required: ClassVar[tuple[str, ...]] = ("image", "dem")
     size_multiple: ClassVar[int] = STRIDE
     training_only: ClassVar[tuple[str, ...]] = ("projector.", "momentum_", "queue", "train_step")
+    extra_modalities_hint = "stack derived terrain bands (slope, aspect) into the dem modality"
 
     def __init__(self, modalities: Mapping[str, int], num_classes: int, args: HPCLArgs):
         super().__init__(modalities, num_classes, args)
-        extra = sorted(set(modalities) - set(self.required))
-        if extra:
-            raise ModelError(
-                f"hpclnet takes modalities image and dem only, got extra {extra}: "
-                "stack derived terrain bands (slope, aspect) into the dem modality"
-            )
         self.backbone = DualEncoder(modalities["image"], modalities["dem"], args)
         self.head = DeepLabV3PlusHead(
             self.backbone.out_channels, self.backbone.low_channels, num_classes,

@@ -177,15 +177,10 @@ class TIMF(SegModel):
     Args: ClassVar[type[StrictModel]] = TIMFArgs
     required: ClassVar[tuple[str, ...]] = ("image", "height")
     size_multiple: ClassVar[int] = 32
+    extra_modalities_hint = "stack further bands into image or height"
 
     def __init__(self, modalities: Mapping[str, int], num_classes: int, args: TIMFArgs):
         super().__init__(modalities, num_classes, args)
-        extra = sorted(set(modalities) - set(self.required))
-        if extra:
-            raise ModelError(
-                f"timf takes modalities image and height only, got extra {extra}: "
-                "stack further bands into image or height"
-            )
         self.rgb = _stream(modalities["image"], args)
         self.height = _stream(modalities["height"], args)
         self.fusion = nn.ModuleList(

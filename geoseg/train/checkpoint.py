@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from geoseg.errors import InputError
+from geoseg.store import replace_dir
 
 TENSORS = "state.safetensors"
 META = "state.json"
@@ -52,15 +53,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     doc = {**meta, "optimizer": opt_meta,
            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
     (tmp / META).write_text(json.dumps(doc, indent=1, default=float))
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
-    return path
+    return replace_dir(tmp, path)
 
 
 def has_checkpoint(path: str | Path) -> bool:

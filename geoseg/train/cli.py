@@ -103,7 +103,7 @@ def _safe_id(text: str) -> str:
 @click.option("--tile", type=int, default=None, help="Model tile size (default: bundle's).")
 @click.option("--overlap", type=int, default=None, help="Tile overlap px (default: halo).")
 @click.option("--chunk", type=int, default=2048, show_default=True, help="Output chunk, px.")
-@click.option("--batch", type=int, default=4, show_default=True, help="Tiles per model call.")
+@click.option("--batch", type=int, default=None, help="Tiles per model call (default: 1 CPU, 8 CUDA).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--workers", type=int, default=None, help="Parallel chunk tasks.")
 @click.option("--tiles-dir", default="tiles", show_default=True, help="Tile store workspace.")
