@@ -179,10 +179,9 @@ def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """PNG of the row-normalised confusion matrix, with pixel counts in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a bare Figure, not pyplot: no backend switch (Jupyter keeps its inline plots) and
+    # nothing left in pyplot's global figure list
+    from matplotlib.figure import Figure
 
     m = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
     names = metrics["class_names"]
@@ -190,7 +189,8 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     k = len(names)
     size = 2.5 + 0.7 * k
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), names, rotation=45, ha="right")
     ax.set_yticks(range(k), names)
@@ -206,7 +206,6 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

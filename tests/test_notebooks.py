@@ -19,3 +19,8 @@ def test_notebook_runs(path: Path) -> None:
         "commit notebooks without outputs"  # fmt: skip
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
+    # figures must render inline: nothing geoseg runs may switch matplotlib's backend
+    plots = [c for c in nb.cells if c.cell_type == "code" and "plt." in c.source]
+    for cell in plots:
+        shown = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert shown, f"{path.name}: a plotting cell shows no figure:\n{cell.source[:200]}"
