@@ -3,7 +3,8 @@
 Per output chunk two tasks run: ``accumulate`` (the heavy one: read the chunk's tiles with every
 modality, normalise, batch, run the model, softmax, weight by the blend window) and ``finish``
 (add the contributions of neighbouring chunks whose tiles reach in, normalise, argmax, write the
-chunk to the tile store). Memory is O(workers x chunk) whatever the scene size.
+chunk to the tile store). Contributions to the next chunk row wait in the tile store, so memory
+is O(workers x chunk) whatever the scene size.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import bisect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,9 @@ from geoseg.tiling import TilePlan
 
 log = logging.getLogger(__name__)
 
-Piece = tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]  # (slices in core, acc, valid)
+#: (box in the receiving core, weighted sums, valid); the sums of a hand-over to a later chunk
+#: row may be spilled to the tile store: then a path, and valid is None
+Piece = tuple[tuple[int, int, int, int], "np.ndarray | Path", "np.ndarray | None"]
 
 
 @dataclass
@@ -48,9 +52,12 @@ class ChunkJob:
 
 
 def accumulate(
-    job: ChunkJob, engine: Engine | EngineSpec, index: tuple[int, int]
-) -> dict[str, Any]:
+    job: ChunkJob, engine: Engine | EngineSpec, index: tuple[int, int],
+    store: TileStore | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Run the tiles owned by chunk ``index``; split the weighted sums per receiving chunk.
+
+    With a ``store``, the sums handed to chunks of the next chunk row are spilled to it.
 
     Returns ``{"pieces": {receiver: Piece}, "timing": {stage: seconds or count}}``.
     """
@@ -96,10 +103,14 @@ def accumulate(
         src = (slice(a0 - ra0, a1 - ra0), slice(b0 - ca0, b1 - ca0))
         # the own piece stays a view (no second copy of the big accumulator); pieces for
         # neighbours are copied so the accumulator is freed once this chunk is finished
-        own = dst == index
         part, v = acc[(slice(None), *src)], valid[src]
-        pieces[dst] = ((a0 - r0, a1 - r0, b0 - c0, b1 - c0),
-                       part if own else part.copy(), v if own else v.copy())  # fmt: skip
+        box = (a0 - r0, a1 - r0, b0 - c0, b1 - c0)
+        if dst == index:
+            pieces[dst] = (box, part, v)
+        elif store is not None and dst[0] > index[0]:
+            pieces[dst] = (box, store.put_handover(index, dst, part, v), None)
+        else:
+            pieces[dst] = (box, part.copy(), v.copy())
     return {"pieces": pieces, "timing": dict(timer.seconds)}
 
 
@@ -163,6 +174,10 @@ def finish(
     job: ChunkJob, store: TileStore, index: tuple[int, int], *pieces: Piece | None
 ) -> dict[str, Any]:
     """Blend chunk ``index``, persist it in the tile store; return its statistics."""
+    pieces = tuple(
+        (p[0], *store.take_handover(p[1])) if p is not None and isinstance(p[1], Path) else p
+        for p in pieces
+    )
     classes, conf, qprobs = blend(job, index, *pieces)
     stats = chunk_stats(job, index, classes)
     store.write_chunk(index, job.plan.chunks[index].core, classes, conf, qprobs, stats)
@@ -212,7 +227,8 @@ def build_graph(
     for src in needed:
         gate = bisect.bisect_left(done_in_order, src) - max(1, ahead)
         after = ("finish", *done_in_order[gate]) if gate >= 0 else None
-        graph[("accumulate", *src)] = (_gated, "geoseg-job", "geoseg-engine", src, after)
+        graph[("accumulate", *src)] = (_gated, "geoseg-job", "geoseg-engine", "geoseg-store",
+                                       src, after)  # fmt: skip
         graph[("timing", *src)] = (_timing, ("accumulate", *src))
         timings.append(("timing", *src))
     finals = []
@@ -227,10 +243,10 @@ def build_graph(
     return graph, finals + timings
 
 
-def _gated(job: ChunkJob, engine: Engine | EngineSpec, index: tuple[int, int],
-           _after: Any) -> dict[str, Any]:  # fmt: skip
+def _gated(job: ChunkJob, engine: Engine | EngineSpec, store: TileStore,
+           index: tuple[int, int], _after: Any) -> dict[str, Any]:  # fmt: skip
     """``accumulate``, scheduled after the task whose result is ``_after`` (ignored)."""
-    return accumulate(job, engine, index)
+    return accumulate(job, engine, index, store)
 
 
 def _piece(result: dict[str, Any], dst: tuple[int, int]) -> Piece | None:

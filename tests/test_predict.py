@@ -14,7 +14,7 @@ from geoseg.bundle import load_bundle, save_bundle
 from geoseg.card import ModalityCard, ModelCard, default_classes
 from geoseg.engine import Engine
 from geoseg.models import SegModel, register
-from geoseg.predict import ChunkJob, build_graph, run_graph
+from geoseg.predict import ChunkJob, accumulate, build_graph, run_graph
 from geoseg.scene import Scene
 from geoseg.store import TileStore
 from geoseg.tiling import TilePlan
@@ -66,6 +66,7 @@ def run_tiled(bundle: Path, scene: Scene, tile: int, overlap: int, chunk: int, r
     store = TileStore.create(root, scene.grid.shape, chunk, b.card.num_classes, True, {})
     graph, keys = build_graph(job, engine, store, list(plan.chunks))
     run_graph(graph, keys, workers)
+    assert not list(root.glob("handover/*"))  # every spilled hand-over was taken
     h, w = scene.grid.shape
     return store.reader("classes")(0, h, 0, w)[0], store.reader("probabilities")(0, h, 0, w)
 
@@ -114,3 +115,20 @@ def test_nodata_collar_is_nodata_everywhere(unet_rgb: Path, tmp_path: Path) -> N
     cls, probs = run_tiled(unet_rgb, scene, 256, 32, 300, tmp_path / "s")
     assert (cls[~valid] == 255).all() and (cls[valid] != 255).all()
     assert (probs[:, ~valid] == 255).all()
+
+
+def test_next_row_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) -> None:
+    scene = Scene.open({"image": RGB})
+    b = load_bundle(unet_rgb)
+    plan = TilePlan(scene.grid.height, scene.grid.width, 256, 32, 200)
+    job = ChunkJob(scene, plan, 2, np.arange(b.card.num_classes, dtype=np.uint8), False)
+    store = TileStore.create(tmp_path / "s", scene.grid.shape, 200, b.card.num_classes, False, {})
+    pieces = accumulate(job, Engine(b), (0, 0), store)["pieces"]
+    spilled = {dst for dst, (_, part, _) in pieces.items() if isinstance(part, Path)}
+    assert spilled == {dst for dst in pieces if dst[0] > 0} and (1, 0) in spilled
+    in_memory = accumulate(job, Engine(b), (0, 0))["pieces"]  # without a store: all in memory
+    box, path, _ = pieces[(1, 0)]
+    part, valid = TileStore.take_handover(path)
+    assert not path.exists() and box == in_memory[(1, 0)][0]
+    np.testing.assert_array_equal(part, in_memory[(1, 0)][1])
+    np.testing.assert_array_equal(valid, in_memory[(1, 0)][2])

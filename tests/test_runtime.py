@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
+import numpy as np
+import psutil
 import pytest
 
-from geoseg.runtime import auto_chunk, default_batch, plan_threads
+from geoseg.runtime import auto_chunk, default_batch, plan_threads, release_free_memory
 
 
 def test_threads_never_oversubscribe_the_cores() -> None:
@@ -34,3 +39,21 @@ def test_chunk_shrinks_on_small_scenes_down_to_the_tile(
     shape: tuple[int, int], tile: int, workers: int, chunk: int
 ) -> None:
     assert auto_chunk(*shape, tile, workers) == chunk
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_memory_freed_by_worker_threads_goes_back_to_the_os() -> None:
+    def churn() -> None:
+        # 64 KiB blocks come from the thread's arena (below the mmap threshold); the last,
+        # kept, block pins the arena's top so free() alone cannot shrink it
+        blocks = [np.ones(8192) for _ in range(3200)]  # 200 MiB
+        keep.append(np.ones(8192))
+        del blocks
+
+    keep: list[np.ndarray] = []
+    thread = threading.Thread(target=churn)
+    thread.start()
+    thread.join()
+    before = psutil.Process().memory_info().rss
+    release_free_memory()
+    assert before - psutil.Process().memory_info().rss > 100 * 2**20

@@ -20,7 +20,14 @@ from rasterio.features import rasterize
 from geoseg.card import ClassInfo
 from geoseg.errors import OutputError
 from geoseg.grid import GridBox
-from geoseg.io.vectors import FORMATS, polygonize, polygonize_to_file, write_vectors
+from geoseg.io import vectors
+from geoseg.io.vectors import (
+    FORMATS,
+    ground_area,
+    polygonize,
+    polygonize_to_file,
+    write_vectors,
+)
 
 from .conftest import DATA, RGB
 
@@ -229,6 +236,33 @@ def test_ground_areas_in_geographic_and_web_mercator_crs(
         assert ratio == pytest.approx(np.cos(np.radians(60)) ** 2, rel=0.02)
     else:  # square degrees -> m²: ~111 km x 55.7 km per degree² at latitude 60
         assert ratio == pytest.approx(111_400 * 55_800, rel=0.01)
+
+
+def test_results_do_not_depend_on_the_coordinate_passes(
+    hag: tuple[np.ndarray, GridBox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Affine and area passes go over a bounded number of points at a time (huge polygons):
+    splitting them finely changes nothing, ring reversal (south-up grids) included."""
+    classes, grid = hag
+    flipped = GridBox(*classes.shape, grid.transform * Affine.scale(1, -1), grid.crs)
+    ref = [polygonize(reader(classes), g, CLASSES, chunk=64) for g in (grid, flipped)]
+    monkeypatch.setattr(vectors, "_POINTS_PER_PASS", 7)
+    for g, r in zip((grid, flipped), ref, strict=True):
+        gdf = polygonize(reader(classes), g, CLASSES, chunk=64)
+        assert shapely.equals_exact(gdf.geometry.values, r.geometry.values, 0).all()
+        np.testing.assert_allclose(gdf.area_m2, r.area_m2, rtol=1e-12)
+
+
+def test_multipolygon_area_counts_every_part_and_hole(hag: tuple[np.ndarray, GridBox]) -> None:
+    _, grid = hag
+    x, y = grid.transform * (10, 10)
+    a = shapely.box(x, y - 100, x + 100, y)
+    holed = a.difference(shapely.box(x + 20, y - 80, x + 40, y - 60))
+    b = shapely.box(x + 300, y - 400, x + 350, y - 350)
+    single = ground_area(np.array([holed, b]), grid)
+    multi = ground_area(np.array([shapely.MultiPolygon([holed, b])]), grid)
+    assert multi[0] == pytest.approx(single.sum(), rel=1e-9)
+    assert single[0] == pytest.approx(9600, rel=2e-3)  # UTM scale factor near its centre
 
 
 def test_without_crs_areas_are_unknown(hag: tuple[np.ndarray, GridBox]) -> None:
