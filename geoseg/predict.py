@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,13 @@ class ChunkJob:
 
 def accumulate(
     job: ChunkJob, engine: Engine | EngineSpec, index: tuple[int, int],
-    store: TileStore | None = None,
+    store: TileStore | None = None, to: Collection[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Run the tiles owned by chunk ``index``; split the weighted sums per receiving chunk.
 
-    With a ``store``, the sums handed to chunks of the next chunk row are spilled to it.
+    ``to``: the receivers that want their piece (default: all; a resumed run skips the chunks
+    already done). With a ``store``, the sums handed to chunks of the next chunk row are
+    spilled to it.
 
     Returns ``{"pieces": {receiver: Piece}, "timing": {stage: seconds or count}}``.
     """
@@ -95,7 +97,7 @@ def accumulate(
         timer.add("tiles", len(todo))
     timer.add("tiles_skipped_nodata", len(ch.tiles) - len(todo))
     pieces: dict[tuple, Piece] = {}
-    for dst in receivers(plan, index):
+    for dst in receivers(plan, index) if to is None else to:
         r0, r1, c0, c1 = plan.chunks[dst].core
         a0, a1, b0, b1 = max(r0, ra0), min(r1, ra1), max(c0, ca0), min(c1, ca1)
         if a0 >= a1 or b0 >= b1:
@@ -221,14 +223,16 @@ def build_graph(
     plan = job.plan
     needed = sorted({src for dst in pending for src in plan.contributors(dst)})
     done_in_order = sorted(pending)
+    wanted = set(pending)
     # job, engine and store appear once in the graph (shipped once per worker, not per task)
     graph: dict = {"geoseg-job": job, "geoseg-engine": engine, "geoseg-store": store}
     timings = []
     for src in needed:
         gate = bisect.bisect_left(done_in_order, src) - max(1, ahead)
         after = ("finish", *done_in_order[gate]) if gate >= 0 else None
+        to = [dst for dst in receivers(plan, src) if dst in wanted]
         graph[("accumulate", *src)] = (_gated, "geoseg-job", "geoseg-engine", "geoseg-store",
-                                       src, after)  # fmt: skip
+                                       src, to, after)  # fmt: skip
         graph[("timing", *src)] = (_timing, ("accumulate", *src))
         timings.append(("timing", *src))
     finals = []
@@ -244,9 +248,9 @@ def build_graph(
 
 
 def _gated(job: ChunkJob, engine: Engine | EngineSpec, store: TileStore,
-           index: tuple[int, int], _after: Any) -> dict[str, Any]:  # fmt: skip
+           index: tuple[int, int], to: list[tuple[int, int]], _after: Any) -> dict[str, Any]:  # fmt: skip
     """``accumulate``, scheduled after the task whose result is ``_after`` (ignored)."""
-    return accumulate(job, engine, index, store)
+    return accumulate(job, engine, index, store, to)
 
 
 def _piece(result: dict[str, Any], dst: tuple[int, int]) -> Piece | None:

@@ -208,7 +208,6 @@ def predict(
             for stage, sec in res.items():
                 timer.add(stage, sec)
         del results
-        store.clear_handovers()  # a resumed run also recomputes pieces for chunks already done
         # the workers' freed buffers stay in their malloc arenas, under the vectoriser's peak
         release_free_memory()
     timer.add("chunks_wall", time.perf_counter() - t_run)

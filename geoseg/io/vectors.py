@@ -401,12 +401,17 @@ def _shapes_px(
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     coords = np.frombuffer(xy, np.float64).reshape(-1, 2)
     coords += offset  # in place: no second copy of the chunk's coordinates
-    ring_off = np.zeros(len(ring_len) + 1, np.int64)
-    np.cumsum(ring_len, out=ring_off[1:])
-    poly_off = np.zeros(len(n_rings) + 1, np.int64)
-    np.cumsum(n_rings, out=poly_off[1:])
-    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_off, poly_off))
+    geoms = shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, coords, (_offsets(ring_len), _offsets(n_rings))
+    )
     return geoms, np.asarray(vals, dtype=np.int64)
+
+
+def _offsets(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Ragged-array offsets (``len(counts) + 1``, starting at 0) of items of these sizes."""
+    out = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
 
 
 class _BorderPieces:
@@ -544,16 +549,10 @@ def _with_holes(polys: np.ndarray, packed: list[np.ndarray]) -> np.ndarray:
                 rings.append(hole[1])
                 per_poly[k] += len(hole[1])
     del xy
-    ring_len = np.concatenate(rings)
-    new_ring_off = np.zeros(len(ring_len) + 1, np.int64)
-    np.cumsum(ring_len, out=new_ring_off[1:])
-    new_poly_off = np.zeros(len(polys) + 1, np.int64)
-    np.cumsum(per_poly, out=new_poly_off[1:])
+    offsets = (_offsets(np.concatenate(rings)), _offsets(per_poly))
     xy = np.concatenate(coords, dtype=np.float64)
     del coords
-    return shapely.from_ragged_array(
-        shapely.GeometryType.POLYGON, xy, (new_ring_off, new_poly_off)
-    )
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, offsets)
 
 
 def _union_each(geoms: np.ndarray, order: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
@@ -725,7 +724,7 @@ def _laea_area(geoms: np.ndarray, to_laea: Transformer, seg: float) -> np.ndarra
         ring_poly = part_geom[ring_part]
         is_ext = np.r_[True, ring_part[1:] != ring_part[:-1]]
         xy = shapely.get_coordinates(rings)
-        ring_off = np.r_[0, np.cumsum(shapely.get_num_coordinates(rings))]
+        ring_off = _offsets(shapely.get_num_coordinates(rings))
     ring_area = np.empty(len(ring_poly))
     for r0, r1 in _spans(ring_off):  # ~150 B of temporaries per point: keep them small
         p0, p1 = ring_off[r0], ring_off[r1]
