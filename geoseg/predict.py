@@ -175,14 +175,22 @@ def argmax_first_axis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def finish(
     job: ChunkJob, store: TileStore, index: tuple[int, int], *pieces: Piece | None
 ) -> dict[str, Any]:
-    """Blend chunk ``index``, persist it in the tile store; return its statistics."""
+    """Blend chunk ``index``, persist it in the tile store; return its statistics.
+
+    Idempotent: Dask reruns a ``finish`` whose worker died during or after it (its result
+    is lost with the worker); a chunk already stored is not blended again.
+    """
+    if store.is_done(index):
+        return store.chunk_stats(index)
+    spilled = [p[1] for p in pieces if p is not None and isinstance(p[1], Path)]
     pieces = tuple(
-        (p[0], *store.take_handover(p[1])) if p is not None and isinstance(p[1], Path) else p
+        (p[0], *store.read_handover(p[1])) if p is not None and isinstance(p[1], Path) else p
         for p in pieces
     )
     classes, conf, qprobs = blend(job, index, *pieces)
     stats = chunk_stats(job, index, classes)
     store.write_chunk(index, job.plan.chunks[index].core, classes, conf, qprobs, stats)
+    store.drop_handovers(spilled)
     return stats
 
 

@@ -208,6 +208,8 @@ def predict(
             for stage, sec in res.items():
                 timer.add(stage, sec)
         del results
+        # a recomputed accumulate (its worker died) may re-spill pieces for stored chunks
+        store.clear_handovers()
         # the workers' freed buffers stay in their malloc arenas, under the vectoriser's peak
         release_free_memory()
     timer.add("chunks_wall", time.perf_counter() - t_run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -122,26 +123,41 @@ class TileStore:
 
         Row-major order keeps such a hand-over waiting for a whole chunk row: in memory these
         would grow with the scene's width (measured +130 MB from 4096 to 16384 px wide).
-        Read back, once, by ``take_handover``; a killed run's leftovers are recomputed.
+        Written under a temporary name and renamed: a recomputed ``accumulate`` (its worker
+        died) may rewrite the file while a ``finish`` reads it.
         """
         folder = self.root / "handover"
         folder.mkdir(exist_ok=True)
         path = folder / f"{src[0]}_{src[1]}-{dst[0]}_{dst[1]}.npy"
-        with open(path, "wb") as fh:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        with open(tmp, "wb") as fh:
             np.save(fh, part)
             np.save(fh, valid)
+        os.replace(tmp, path)
         return path
 
     @staticmethod
-    def take_handover(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(part, valid)`` arrays spilled at ``path``; the file is removed."""
+    def read_handover(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(part, valid)`` arrays spilled at ``path``.
+
+        The file stays until its chunk is stored (``drop_handovers``): Dask retries a
+        ``finish`` whose worker died, and the retry must find its inputs again.
+        """
         with open(path, "rb") as fh:
-            part, valid = np.load(fh), np.load(fh)
-        path.unlink()
-        return part, valid
+            return np.load(fh), np.load(fh)
+
+    @staticmethod
+    def drop_handovers(paths: list[Path]) -> None:
+        """Delete hand-overs whose receiving chunk is stored."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    def chunk_stats(self, index: tuple[int, int]) -> dict[str, Any]:
+        """The statistics stored with a finished chunk."""
+        return json.loads(self._marker(index).read_text())
 
     def clear_handovers(self) -> None:
-        """Forget the hand-overs of an earlier, interrupted run (their chunks are redone)."""
+        """Forget hand-overs no pending chunk will read (an interrupted run's are recomputed)."""
         shutil.rmtree(self.root / "handover", ignore_errors=True)
 
     def remove(self) -> None:

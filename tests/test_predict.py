@@ -14,7 +14,7 @@ from geoseg.bundle import load_bundle, save_bundle
 from geoseg.card import ModalityCard, ModelCard, default_classes
 from geoseg.engine import Engine
 from geoseg.models import SegModel, register
-from geoseg.predict import ChunkJob, accumulate, build_graph, run_graph
+from geoseg.predict import ChunkJob, accumulate, build_graph, finish, run_graph
 from geoseg.scene import Scene
 from geoseg.store import TileStore
 from geoseg.tiling import TilePlan
@@ -128,7 +128,33 @@ def test_next_row_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) ->
     assert spilled == {dst for dst in pieces if dst[0] > 0} and (1, 0) in spilled
     in_memory = accumulate(job, Engine(b), (0, 0))["pieces"]  # without a store: all in memory
     box, path, _ = pieces[(1, 0)]
-    part, valid = TileStore.take_handover(path)
-    assert not path.exists() and box == in_memory[(1, 0)][0]
+    part, valid = TileStore.read_handover(path)
+    assert box == in_memory[(1, 0)][0]
     np.testing.assert_array_equal(part, in_memory[(1, 0)][1])
     np.testing.assert_array_equal(valid, in_memory[(1, 0)][2])
+
+
+def test_finish_can_be_retried_after_its_worker_died(unet_rgb: Path, tmp_path: Path) -> None:
+    # Dask reruns a finish whose worker was killed, with the same inputs: the spilled
+    # hand-overs must still be there, and a chunk already stored must not fail or change
+    scene = Scene.open({"image": RGB})
+    b = load_bundle(unet_rgb)
+    plan = TilePlan(scene.grid.height, scene.grid.width, 256, 32, 200)
+    job = ChunkJob(scene, plan, 2, np.arange(b.card.num_classes, dtype=np.uint8), False)
+    store = TileStore.create(tmp_path / "s", scene.grid.shape, 200, b.card.num_classes, False, {})
+    results = {src: accumulate(job, Engine(b), src, store) for src in plan.contributors((1, 0))}
+    pieces = [results[src]["pieces"].get((1, 0)) for src in plan.contributors((1, 0))]
+    spilled = [p[1] for p in pieces if p is not None and isinstance(p[1], Path)]
+    assert spilled and all(p.exists() for p in spilled)
+    # killed between reading its inputs and storing the chunk: nothing consumed
+    TileStore.read_handover(spilled[0])
+    stats = finish(job, store, (1, 0), *pieces)
+    assert store.is_done((1, 0)) and not any(p.exists() for p in spilled)
+    # killed after storing (its result lost with the worker): the rerun gives the same stats
+    assert finish(job, store, (1, 0), *pieces) == stats
+    ref = TileStore.create(tmp_path / "r", scene.grid.shape, 200, b.card.num_classes, False, {})
+    direct = [accumulate(job, Engine(b), src)["pieces"].get((1, 0))
+              for src in plan.contributors((1, 0))]  # fmt: skip
+    assert finish(job, ref, (1, 0), *direct) == stats
+    core = plan.chunks[(1, 0)].core
+    np.testing.assert_array_equal(store.reader("classes")(*core), ref.reader("classes")(*core))
