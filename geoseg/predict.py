@@ -181,16 +181,16 @@ def finish(
     is lost with the worker); a chunk already stored is not blended again.
     """
     if store.is_done(index):
-        return store.chunk_stats(index)
-    spilled = [p[1] for p in pieces if p is not None and isinstance(p[1], Path)]
+        return store.stored_stats(index)
+    spilled = {k: p[1] for k, p in enumerate(pieces) if p is not None and isinstance(p[1], Path)}
     pieces = tuple(
-        (p[0], *store.read_handover(p[1])) if p is not None and isinstance(p[1], Path) else p
-        for p in pieces
+        (p[0], *store.read_handover(spilled[k])) if k in spilled else p
+        for k, p in enumerate(pieces)
     )
     classes, conf, qprobs = blend(job, index, *pieces)
     stats = chunk_stats(job, index, classes)
     store.write_chunk(index, job.plan.chunks[index].core, classes, conf, qprobs, stats)
-    store.drop_handovers(spilled)
+    store.drop_handovers(spilled.values())
     return stats
 
 

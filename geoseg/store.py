@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +148,12 @@ class TileStore:
             return np.load(fh), np.load(fh)
 
     @staticmethod
-    def drop_handovers(paths: list[Path]) -> None:
+    def drop_handovers(paths: Iterable[Path]) -> None:
         """Delete hand-overs whose receiving chunk is stored."""
         for path in paths:
             path.unlink(missing_ok=True)
 
-    def chunk_stats(self, index: tuple[int, int]) -> dict[str, Any]:
+    def stored_stats(self, index: tuple[int, int]) -> dict[str, Any]:
         """The statistics stored with a finished chunk."""
         return json.loads(self._marker(index).read_text())
 

@@ -117,16 +117,25 @@ def test_nodata_collar_is_nodata_everywhere(unet_rgb: Path, tmp_path: Path) -> N
     assert (probs[:, ~valid] == 255).all()
 
 
-def test_next_row_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) -> None:
+def _chunked(unet_rgb: Path) -> tuple[ChunkJob, Engine]:
+    """The RGB scene in 200 px chunks (several chunk rows) with its engine."""
     scene = Scene.open({"image": RGB})
     b = load_bundle(unet_rgb)
     plan = TilePlan(scene.grid.height, scene.grid.width, 256, 32, 200)
-    job = ChunkJob(scene, plan, 2, np.arange(b.card.num_classes, dtype=np.uint8), False)
-    store = TileStore.create(tmp_path / "s", scene.grid.shape, 200, b.card.num_classes, False, {})
-    pieces = accumulate(job, Engine(b), (0, 0), store)["pieces"]
+    return ChunkJob(scene, plan, 2, np.arange(b.card.num_classes, dtype=np.uint8), False), Engine(b)
+
+
+def _store(job: ChunkJob, root: Path) -> TileStore:
+    return TileStore.create(root, job.scene.grid.shape, job.plan.chunk, len(job.class_ids), False, {})
+
+
+def test_next_row_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) -> None:
+    job, engine = _chunked(unet_rgb)
+    store = _store(job, tmp_path / "s")
+    pieces = accumulate(job, engine, (0, 0), store)["pieces"]
     spilled = {dst for dst, (_, part, _) in pieces.items() if isinstance(part, Path)}
     assert spilled == {dst for dst in pieces if dst[0] > 0} and (1, 0) in spilled
-    in_memory = accumulate(job, Engine(b), (0, 0))["pieces"]  # without a store: all in memory
+    in_memory = accumulate(job, engine, (0, 0))["pieces"]  # without a store: all in memory
     box, path, _ = pieces[(1, 0)]
     part, valid = TileStore.read_handover(path)
     assert box == in_memory[(1, 0)][0]
@@ -137,12 +146,9 @@ def test_next_row_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) ->
 def test_finish_can_be_retried_after_its_worker_died(unet_rgb: Path, tmp_path: Path) -> None:
     # Dask reruns a finish whose worker was killed, with the same inputs: the spilled
     # hand-overs must still be there, and a chunk already stored must not fail or change
-    scene = Scene.open({"image": RGB})
-    b = load_bundle(unet_rgb)
-    plan = TilePlan(scene.grid.height, scene.grid.width, 256, 32, 200)
-    job = ChunkJob(scene, plan, 2, np.arange(b.card.num_classes, dtype=np.uint8), False)
-    store = TileStore.create(tmp_path / "s", scene.grid.shape, 200, b.card.num_classes, False, {})
-    results = {src: accumulate(job, Engine(b), src, store) for src in plan.contributors((1, 0))}
+    job, engine = _chunked(unet_rgb)
+    plan, store = job.plan, _store(job, tmp_path / "s")
+    results = {src: accumulate(job, engine, src, store) for src in plan.contributors((1, 0))}
     pieces = [results[src]["pieces"].get((1, 0)) for src in plan.contributors((1, 0))]
     spilled = [p[1] for p in pieces if p is not None and isinstance(p[1], Path)]
     assert spilled and all(p.exists() for p in spilled)
@@ -152,8 +158,8 @@ def test_finish_can_be_retried_after_its_worker_died(unet_rgb: Path, tmp_path: P
     assert store.is_done((1, 0)) and not any(p.exists() for p in spilled)
     # killed after storing (its result lost with the worker): the rerun gives the same stats
     assert finish(job, store, (1, 0), *pieces) == stats
-    ref = TileStore.create(tmp_path / "r", scene.grid.shape, 200, b.card.num_classes, False, {})
-    direct = [accumulate(job, Engine(b), src)["pieces"].get((1, 0))
+    ref = _store(job, tmp_path / "r")
+    direct = [accumulate(job, engine, src)["pieces"].get((1, 0))
               for src in plan.contributors((1, 0))]  # fmt: skip
     assert finish(job, ref, (1, 0), *direct) == stats
     core = plan.chunks[(1, 0)].core

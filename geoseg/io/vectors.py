@@ -449,10 +449,11 @@ class _BorderPieces:
         """Pieces of one chunk, with the chunk line below each where it touches it (else -1)."""
         if not len(geoms):
             return
-        holes = np.full(len(geoms), None, dtype=object)
         if self.exact:
             holes = _pack_holes(geoms)
             geoms = shapely.polygons(shapely.get_exterior_ring(geoms))
+        else:
+            holes = np.full(len(geoms), None, dtype=object)
         self.new.append((geoms, holes, vals, np.full(len(geoms), chunk_id), line))
 
     def pop_complete(self, frontier: int | None) -> tuple[np.ndarray, np.ndarray]:
