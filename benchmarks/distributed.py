@@ -20,7 +20,7 @@ SOURCE = ROOT / "tests" / "data" / "olinda" / "L7_ETMs.tif"
 
 def run(args: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=True,
+    subprocess.run([sys.executable, "-m", "geoseg.cli.main", *args], check=True,
                    capture_output=True, text=True)  # fmt: skip
     return time.perf_counter() - t0
 
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench-dist")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distributed.json")
     a = ap.parse_args()
-    from geoseg.init import init_bundle
-    from geoseg.synth import mosaic_scene
+    from geoseg.bundle.untrained import init_bundle
+    from geoseg.testing import mosaic_scene
 
     a.work.mkdir(parents=True, exist_ok=True)
     scene = a.work / f"scene_{a.size}.tif"

@@ -21,7 +21,7 @@ def model_only(bundle: Path, plan, batch: int, device: str, amp: bool) -> float:
     """Seconds of forward passes on the plan's tiles (inputs already on the device)."""
     import torch
 
-    from geoseg.bundle import load_bundle
+    from geoseg.bundle.bundle import load_bundle
 
     model = load_bundle(bundle, device).model
     if device.startswith("cuda"):
@@ -60,10 +60,10 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from geoseg.init import init_bundle
-    from geoseg.runner import PredictOptions, predict
-    from geoseg.synth import mosaic_scene
-    from geoseg.tiling import TilePlan
+    from geoseg.bundle.untrained import init_bundle
+    from geoseg.runs.predict import PredictOptions, predict
+    from geoseg.testing import mosaic_scene
+    from geoseg.tiling.plan import TilePlan
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA GPU here; run with --device cpu for a dry run")
@@ -73,7 +73,7 @@ def main() -> None:
         mosaic_scene(SOURCE, scene, a.size)
     bundle = init_bundle("unet", {"image": 3}, 6, seed=0, tile=a.tile, stats_from=SOURCE,
                          stats_bands=[3, 2, 1], output=a.work / "unet")  # fmt: skip
-    from geoseg.bundle import read_card
+    from geoseg.bundle.bundle import read_card
 
     card = read_card(bundle)
     plan = TilePlan(a.size, a.size, a.tile, min(card.halo, a.tile // 4), a.chunk)

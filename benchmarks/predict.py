@@ -30,7 +30,7 @@ def child(argv: list[str]) -> None:
     t0 = time.perf_counter()
     if kind == "geoseg":
         scene, bundle, out, tiles, chunk, workers, batch, outputs = rest
-        from geoseg.runner import PredictOptions, predict
+        from geoseg.runs.predict import PredictOptions, predict
 
         full = outputs == "full"
         report = predict(scene, bundle, out, options=PredictOptions(
@@ -58,9 +58,9 @@ def model_only(scene: str, bundle: str, chunk: int, batch: int, workers: int) ->
     import rasterio
     import torch
 
-    from geoseg.bundle import load_bundle, read_card
+    from geoseg.bundle.bundle import load_bundle, read_card
     from geoseg.runtime import plan_threads
-    from geoseg.tiling import TilePlan
+    from geoseg.tiling.plan import TilePlan
 
     workers, threads = plan_threads(workers)
     torch.set_num_threads(threads)
@@ -96,7 +96,7 @@ def hand_loop(scene: str, bundle: str, out: str, threads: int) -> dict:
     import torch
     from rasterio.windows import Window
 
-    from geoseg.bundle import load_bundle
+    from geoseg.bundle.bundle import load_bundle
 
     torch.set_num_threads(threads)
     b = load_bundle(bundle)
@@ -151,9 +151,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="workers for the non-compared sizes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict.json")
     a = ap.parse_args()
-    from geoseg.init import init_bundle
+    from geoseg.bundle.untrained import init_bundle
     from geoseg.runtime import available_cores
-    from geoseg.synth import mosaic_scene
+    from geoseg.testing import mosaic_scene
 
     cores = available_cores()
     a.work.mkdir(parents=True, exist_ok=True)

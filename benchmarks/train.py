@@ -54,8 +54,8 @@ def _alex_scene(model: str) -> dict[str, Any]:
 
 
 def throughput(threads: int, steps: int = 6) -> list[dict[str, Any]]:
-    from geoseg.train.config import TrainConfig
-    from geoseg.train.loop import Trainer
+    from geoseg.training.config import TrainConfig
+    from geoseg.training.loop import Trainer
 
     rows = []
     for name, args in THROUGHPUT_MODELS.items():
@@ -98,10 +98,10 @@ def berlin_config(arch: str, args: dict[str, Any], budget: float, threads: int) 
 
 def deep_run(arch: str, args: dict[str, Any], budget: float, threads: int,
              out: Path) -> dict[str, Any]:  # fmt: skip
-    from geoseg.evaluate import evaluate, holdout_regions
-    from geoseg.runner import PredictOptions
-    from geoseg.train.config import TrainConfig
-    from geoseg.train.loop import train
+    from geoseg.evaluation.evaluate import evaluate, holdout_regions
+    from geoseg.runs.predict import PredictOptions
+    from geoseg.training.config import TrainConfig
+    from geoseg.training.loop import train
 
     cfg = TrainConfig.model_validate(berlin_config(arch, args, budget, threads))
     run = out / f"berlin-{arch}"
@@ -128,12 +128,12 @@ def random_forest(report: Path, threads: int) -> dict[str, Any]:
     """Per-pixel RF on the labelled pixels of the training area (≥ gap px off validation)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from geoseg.card import ClassInfo
-    from geoseg.evaluate import holdout_regions
-    from geoseg.metrics import ConfusionMatrix
-    from geoseg.train.config import VectorLabels
-    from geoseg.train.data import TrainScene
-    from geoseg.train.split import Rect
+    from geoseg.bundle.card import ClassInfo
+    from geoseg.evaluation.evaluate import holdout_regions
+    from geoseg.evaluation.metrics import ConfusionMatrix
+    from geoseg.geometry.window import PixelWindow
+    from geoseg.scene.labels import VectorLabels
+    from geoseg.training.data import TrainScene
 
     rep = json.loads(report.read_text())
     scenes, regions, _ = holdout_regions(report)
@@ -148,7 +148,7 @@ def random_forest(report: Path, threads: int) -> dict[str, Any]:
     near_val = np.zeros((h, w), bool)
     in_val = np.zeros((h, w), bool)
     for r in regions[cs.id]:
-        g = Rect(r.r0, r.r1, r.c0, r.c1).grow(gap)
+        g = PixelWindow(r.r0, r.r1, r.c0, r.c1).grow(gap)
         near_val[max(g.r0, 0):g.r1, max(g.c0, 0):g.c1] = True
         in_val[r.r0:r.r1, r.c0:r.c1] = True
     t = target.ravel()

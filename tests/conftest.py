@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from geoseg.init import init_bundle
-
-DATA = Path(__file__).parent / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-RGB = DATA / "RGB.byte.tif"
+from geoseg.bundle.untrained import init_bundle
+from tests.support import RGB, write_geotiff
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -53,14 +47,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guard)
 
 
-def shared(rel: str) -> Path:
-    """A file of ../shared/data, or skip the test when the folder is absent."""
-    path = SHARED / rel
-    if not path.exists():
-        pytest.skip(f"{path} not present (../shared/data is optional)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def unet_rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untrained U-Net/ResNet-18 bundle: 3 bands, 4 classes, tile 256, stats of RGB.byte.tif."""
@@ -68,16 +54,11 @@ def unet_rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return init_bundle("unet", {"image": 3}, 4, seed=0, tile=256, stats_from=RGB, output=out)
 
 
-def run_cli(*args: str | Path, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the geoseg CLI in a subprocess (as a user would)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "geoseg.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd)  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(f"geoseg {args} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+@pytest.fixture
+def make_geotiff(tmp_path: Path):
+    """Factory writing GeoTIFFs into the test's folder: ``make_geotiff("a.tif", data, **profile)``."""
 
+    def make(name: str, data: np.ndarray, **profile: object) -> Path:
+        return write_geotiff(tmp_path / name, data, **profile)
 
-def copy_bundle(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
+    return make

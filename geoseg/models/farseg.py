@@ -3,7 +3,7 @@
 ResNet (OS32) → FPN (P2–P5, 256 ch) → foreground-scene relation (scene vector from pooled C5, a
 separate projection per level) → light-weight decoder averaging the four levels at stride 4 →
 1×1 classifier → bilinear ×4 (align_corners=True). Training uses the foreground-aware
-optimisation loss (:class:`geoseg.losses.AnnealedFocalLoss`) held in ``criterion``, whose step
+optimisation loss (:class:`geoseg.models.losses.AnnealedFocalLoss`) held in ``criterion``, whose step
 counter is saved in training checkpoints and left out of inference bundles.
 
 Differences to the official code: the first conv takes any band count; the forward returns
@@ -22,9 +22,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from geoseg.config import StrictModel
-from geoseg.losses import AnnealedFocalLoss
 from geoseg.models.base import SegModel
 from geoseg.models.blocks import make_encoder
+from geoseg.models.losses import AnnealedFocalLoss
 from geoseg.models.registry import register
 
 

@@ -27,9 +27,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from geoseg.config import StrictModel
-from geoseg.losses import boundary_cells, hyper_pixel_labels, supervised_infonce
 from geoseg.models.base import SegModel
 from geoseg.models.blocks import DeepLabV3PlusHead, conv_bn_relu, make_encoder
+from geoseg.models.losses import boundary_cells, hyper_pixel_labels, supervised_infonce
 from geoseg.models.registry import register
 
 STRIDE = 16  # output stride of both encoders = size of a hyper-pixel in input pixels

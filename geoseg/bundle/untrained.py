@@ -1,0 +1,63 @@
+"""Untrained bundles: the starting point for training and for predictor benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geoseg.bundle.bundle import save_bundle
+from geoseg.bundle.card import ModalityCard, ModelCard, default_classes
+from geoseg.models import create
+from geoseg.scene.scene import Scene
+from geoseg.scene.stats import band_stats
+
+#: fixed scaling of heights (m) and elevations when no statistics are given: keeps values O(1)
+ELEVATION_SCALE = {"height": (0.0, 10.0), "dem": (0.0, 100.0)}
+
+
+def init_bundle(
+    arch: str,
+    modalities: Mapping[str, int],
+    num_classes: int,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    tile: int = 512,
+    stats_from: str | Path | Mapping[str, str | Path] | None = None,
+    stats_bands: Sequence[int | str] | None = None,
+    output: str | Path,
+) -> Path:
+    """Build ``arch`` with random weights (``torch.manual_seed(seed)`` right before) and save it."""
+    arguments = dict(arguments or {})
+    stats: dict[str, tuple[list[float], list[float]]] = {}
+    if stats_from is not None:
+        sources = {"image": stats_from} if isinstance(stats_from, str | Path) else stats_from
+        bands = {"image": stats_bands} if stats_bands else None
+        stats = band_stats(Scene.open(dict(sources), bands=bands))
+    torch.manual_seed(seed)
+    model = create(arch, dict(modalities), num_classes, **arguments)
+    cards = {}
+    for name, n in modalities.items():
+        if name in stats and len(stats[name][0]) == n:
+            mean, std = stats[name]
+        else:
+            m, s = ELEVATION_SCALE.get(name, (0.0, 1.0))
+            mean, std = [m] * n, [s] * n
+        roles = [f"{name}_{i + 1}" for i in range(n)] if name != "image" else [
+            f"b{i + 1}" for i in range(n)]
+        cards[name] = ModalityCard(bands=roles, mean=mean, std=std,
+                                   resampling="bilinear")  # fmt: skip
+    card = ModelCard(
+        architecture=arch,
+        arguments=model.args.model_dump(),
+        modalities=cards,
+        classes=default_classes(num_classes),
+        tile_size=tile,
+        halo=model.halo,
+        trained=False,
+        description=f"untrained {arch} (seed {seed})",
+    )
+    return save_bundle(model, card, output)

@@ -1,0 +1,162 @@
+"""The built-in pipeline steps, in one explicit table: ``predict``, ``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from geoseg.errors import ConfigError
+from geoseg.evaluation.evaluate import evaluate, holdout_regions
+from geoseg.pipeline.base import PipelineContext, StepBase, StepOutcome
+from geoseg.pipeline.profiles import Profiled
+from geoseg.runs.predict import PredictOptions
+from geoseg.scene.labels import VectorLabels
+from geoseg.training.config import TrainConfig
+
+
+class PredictStep(StepBase, PredictOptions):
+    """Predict the scenes of a catalog (keys of ``PredictOptions`` = ``geoseg predict`` options)."""
+
+    type: Literal["predict"] = "predict"
+    model: str = Field(description="model bundle folder, or @step for an earlier step's model")
+    catalog: str | None = Field(None, description="default: the pipeline's catalog")
+    scenes: list[str] | None = Field(None, description="scene ids (default: all)")
+    split: Literal["train", "val", "test"] | None = None
+    out: str | None = Field(None, description="output folder (default <workdir>/<step name>)")
+    merge_vectors: bool | str = Field(
+        False, description="true or a path: one polygon layer of all scenes (scene_id field)")
+    merge_crs: str | None = Field(None, description="CRS of the merged layer")
+    mosaic: bool = Field(False, description="mosaic class rasters of adjacent scenes per CRS")
+    fail_fast: bool = Field(False, description="stop at the first failing scene")
+
+    STEP_KEYS: ClassVar[set[str]] = {"type", "name", "model", "catalog", "scenes", "split", "out",
+                                     "merge_vectors", "merge_crs", "mosaic", "fail_fast"}
+
+    def options(self, ctx: PipelineContext) -> PredictOptions:
+        """The PredictOptions part; paths resolved, tiles in the workdir unless set."""
+        data = self.model_dump(exclude=self.STEP_KEYS)
+        data["tiles_dir"] = (ctx.path(self.tiles_dir) if "tiles_dir" in self.model_fields_set
+                             else ctx.workdir / "tiles")  # fmt: skip
+        data["progress"] = self.progress and ctx.progress
+        return PredictOptions(**data)
+
+    def run(self, ctx: PipelineContext) -> StepOutcome:
+        from geoseg.runs.batch import predict_catalog
+
+        catalog = ctx.catalog(self.catalog)
+        out = ctx.path(self.out) if self.out else ctx.workdir / str(self.name)
+        model = ctx.path(self.model)
+        merge = None
+        if self.merge_vectors is True:
+            merge = out / f"{_safe(catalog.name)}_polygons.gpkg"
+        elif isinstance(self.merge_vectors, str):
+            merge = ctx.path(self.merge_vectors)
+        if merge is not None and self.vector == "none":
+            raise ConfigError(f"{ctx.source}: step {self.name!r}: merge_vectors needs polygons; "
+                              "set vector: gpkg (or shp, parquet, fgb)")  # fmt: skip
+        report = predict_catalog(catalog, model, out, self.options(ctx), scenes=self.scenes,
+                                 split=self.split, merge_vectors=merge, merge_crs=self.merge_crs,
+                                 mosaic=self.mosaic, fail_fast=self.fail_fast)  # fmt: skip
+        c = report.counts()
+        summary = (f"{len(report.scenes)} scene(s): {c['done']} done, {c['skipped']} skipped, "
+                   f"{c['failed']} failed; report {out / 'batch_report.md'}")  # fmt: skip
+        outputs: dict[str, Any] = {
+            "out": str(out), "report": str(out / "batch_report.json"),
+            "failed": [s.id for s in report.failed], "log": report.log_file,
+            "classes": {s.id: s.outputs.get("classes") for s in report.scenes
+                        if s.status != "failed"},
+            "merged_vectors": report.merged_vectors, "mosaics": report.mosaics}  # fmt: skip
+        return StepOutcome(ok=report.ok, summary=summary, outputs=outputs)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "catalog"
+
+
+
+
+
+class TrainStep(StepBase, Profiled, TrainConfig):
+    """Train a model on labelled scenes; outputs ``model`` (the best bundle), ``last``, ``report``."""
+
+    config_class: ClassVar[Any] = TrainConfig
+    type: Literal["train"] = "train"
+
+    def run(self, ctx: PipelineContext) -> StepOutcome:
+        from geoseg.training.loop import train
+
+        cfg: TrainConfig = self.config()
+        out = ctx.path(cfg.out) if cfg.out else ctx.workdir / str(self.name)
+        res = train(cfg, out, resolve=ctx.path, default_catalog=ctx.catalog_path,
+                    source=str(ctx.source), progress=ctx.progress,
+                    stop_after=self._session.get("stop_after"))
+        m = res.best_metrics or {}
+        miou = m.get("miou")
+        summary = (f"{res.status}; best validation mIoU "
+                   f"{'–' if miou is None else f'{100 * miou:.2f} %'}; bundle {res.best}")
+        outputs: dict[str, Any] = {"model": str(res.best), "last": str(res.last),
+                                   "report": str(res.report), "history": str(res.history),
+                                   "out": str(res.out), "status": res.status}  # fmt: skip
+        return StepOutcome(ok=res.status != "failed", summary=summary, outputs=outputs)
+
+
+
+class EvaluateConfig(PredictOptions):
+    """Keys of an ``evaluate`` step besides type/name/profiles (plus every predict option)."""
+
+    model: str = Field(description="bundle folder, or @train for a training step's best model")
+    catalog: str | None = Field(None, description="default: the pipeline's catalog")
+    scenes: list[str] | None = Field(None, description="scene ids (default: labelled scenes)")
+    split: Literal["train", "val", "test"] | None = None
+    holdout: str | None = Field(None, description="a train_report.json (or @train.report): "
+                                "score its held-out validation areas only")  # fmt: skip
+    vector_labels: VectorLabels = Field(default_factory=VectorLabels)
+    ignore_classes: list[int | str] = Field(default_factory=list)
+    score_chunk: int = Field(1024, ge=16, description="chunk size of the scoring pass")
+    out: str | None = Field(None, description="default <workdir>/<step name>")
+
+
+class EvaluateStep(StepBase, Profiled, EvaluateConfig):
+    """Evaluate a bundle on labelled scenes (whole scenes, or a training run's held-out area)."""
+
+    config_class: ClassVar[Any] = EvaluateConfig
+    type: Literal["evaluate"] = "evaluate"
+
+    def run(self, ctx: PipelineContext) -> StepOutcome:
+        cfg: EvaluateConfig = self.config()
+        out = ctx.path(cfg.out) if cfg.out else ctx.workdir / str(self.name)
+        model = ctx.path(cfg.model)
+        regions = None
+        vl = cfg.vector_labels
+        if cfg.holdout:
+            scenes, regions, vl = holdout_regions(ctx.path(cfg.holdout))
+            if "vector_labels" in cfg.model_fields_set:
+                vl = cfg.vector_labels
+        else:
+            catalog = ctx.catalog(cfg.catalog)
+            scenes = [s for s in catalog.select(cfg.scenes, cfg.split) if s.labels is not None]
+        opts = PredictOptions(**cfg.model_dump(include=set(PredictOptions.model_fields)))
+        data = opts.model_dump()
+        data["tiles_dir"] = (ctx.path(cfg.tiles_dir) if "tiles_dir" in cfg.model_fields_set
+                             else ctx.workdir / "tiles")  # fmt: skip
+        data["progress"] = cfg.progress and ctx.progress
+        rep = evaluate(model, scenes, out, PredictOptions(**data),
+                       ignore_classes=cfg.ignore_classes, vector_labels=vl, regions=regions,
+                       chunk=cfg.score_chunk)  # fmt: skip
+        miou = rep["miou"]
+        summary = (f"{len(scenes)} scene(s), mIoU {'–' if miou is None else f'{100 * miou:.2f} %'}"
+                   f", OA {100 * (rep['overall_accuracy'] or 0):.2f} %; report "
+                   f"{out / 'evaluation.md'}")  # fmt: skip
+        return StepOutcome(ok=True, summary=summary,
+                           outputs={"report": str(out / "evaluation.json"), "out": str(out),
+                                    "miou": miou})  # fmt: skip
+
+
+
+BUILTIN_STEPS: dict[str, type[StepBase]] = {
+    "predict": PredictStep,
+    "train": TrainStep,
+    "evaluate": EvaluateStep,
+}

@@ -1,0 +1,263 @@
+"""Scene: named modalities (image, height, dem...) aligned on the grid of a reference raster.
+
+Nothing is loaded at open time. ``Scene.read`` returns one window of every modality, warped
+on the fly onto the reference grid (GDAL WarpedVRT: only the window is resampled), and one
+validity mask following GDAL's dataset-mask semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from geoseg.errors import GridError, InputError
+from geoseg.geometry.grid import GridBox
+from geoseg.geometry.window import PixelWindow
+
+RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest,
+              "cubic": Resampling.cubic}  # fmt: skip
+#: band roles resampled bilinearly when a modality has to be warped; others by nearest
+CONTINUOUS_MODALITIES = {"image", "height", "dem", "dsm", "ndsm", "dtm"}
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One input raster of a scene, with the bands it contributes."""
+
+    name: str
+    path: str
+    bands: tuple[int, ...]
+    descriptions: tuple[str, ...]
+    resampling: str
+    aligned: bool
+    grid: GridBox = field(repr=False)
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+
+def _open_raster(path: str | Path):
+    p = str(path)
+    if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
+        raise InputError(f"{p}: file not found; check the path")
+    try:
+        return rasterio.open(p)
+    except RasterioIOError as exc:
+        raise InputError(f"{p}: not a readable raster ({exc}); give a GeoTIFF or GDAL raster") from None
+
+
+def resolve_bands(path: str, ds, spec: Sequence[int | str] | None) -> tuple[int, ...]:
+    """1-based band indices from indices or band descriptions (case-insensitive)."""
+    if spec is None or len(spec) == 0:
+        return tuple(range(1, ds.count + 1))
+    names = [(d or "").lower() for d in ds.descriptions]
+    out = []
+    for item in spec:
+        if isinstance(item, str) and not item.strip().lstrip("-").isdigit():
+            key = item.strip().lower()
+            if key not in names:
+                raise InputError(
+                    f"{path}: no band described {item!r}; bands are "
+                    f"{[d or f'#{i + 1}' for i, d in enumerate(ds.descriptions)]}"
+                )
+            out.append(names.index(key) + 1)
+        else:
+            idx = int(item)
+            if not 1 <= idx <= ds.count:
+                raise InputError(f"{path}: band {idx} does not exist (the file has {ds.count}); "
+                                 f"use indices 1..{ds.count}")
+            out.append(idx)
+    return tuple(out)
+
+
+def parse_band_spec(text: str | None) -> list[int | str] | None:
+    """'1,2,3' or 'red,nir' -> list; None/'' -> all bands."""
+    if not text:
+        return None
+    return [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
+
+
+def check_reference(path: str, grid: GridBox) -> None:
+    if grid.crs is None:
+        raise GridError(
+            f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX {path})"
+        )
+    if not grid.is_rectilinear:
+        raise GridError(
+            f"{path}: rotated/sheared geotransform is not supported; make it north-up first "
+            f"(gdalwarp {path} northup.tif)"
+        )
+    if grid.transform.e > 0:
+        raise GridError(
+            f"{path}: south-up geotransform (positive pixel height) is not supported; "
+            f"make it north-up first (gdalwarp {path} northup.tif)"
+        )
+
+
+class Scene:
+    """Modalities on one reference grid. Picklable: holds paths, never open handles."""
+
+    def __init__(self, grid: GridBox, modalities: Mapping[str, Modality]):
+        self.grid = grid
+        self.modalities = dict(modalities)
+
+    @classmethod
+    def open(
+        cls,
+        sources: Mapping[str, str | Path],
+        bands: Mapping[str, Sequence[int | str] | None] | None = None,
+        resampling: Mapping[str, str] | None = None,
+        reference: str | None = None,
+    ) -> Scene:
+        """Open modalities lazily and align them on the reference modality's grid.
+
+        Args:
+            sources: modality name -> raster path; the first (or ``reference``) sets the grid.
+            bands: per modality, band indices (1-based) or descriptions; default all bands.
+            resampling: per modality "bilinear"/"nearest"/"cubic" used when it is warped;
+                default bilinear for image/elevation modalities, nearest otherwise.
+        """
+        if not sources:
+            raise InputError("a scene needs at least one raster")
+        bands = bands or {}
+        resampling = resampling or {}
+        ref_name = reference or next(iter(sources))
+        if ref_name not in sources:
+            raise InputError(f"reference modality {ref_name!r} not among {list(sources)}")
+        order = [ref_name] + [n for n in sources if n != ref_name]
+        mods: dict[str, Modality] = {}
+        grid: GridBox | None = None
+        with ExitStack() as stack:
+            for name in order:
+                path = _absolute(str(sources[name]))
+                ds = stack.enter_context(_open_raster(path))
+                g = GridBox.from_dataset(ds)
+                idx = resolve_bands(path, ds, bands.get(name))
+                if grid is None:
+                    check_reference(path, g)
+                    grid = g
+                    aligned = True
+                else:
+                    aligned = _check_alignable(path, g, grid)
+                default = "bilinear" if name in CONTINUOUS_MODALITIES else "nearest"
+                mode = resampling.get(name, default)
+                if mode not in RESAMPLING:
+                    raise InputError(f"resampling {mode!r} for {name!r}: use {list(RESAMPLING)}")
+                descr = tuple(ds.descriptions[i - 1] or f"band{i}" for i in idx)
+                mods[name] = Modality(name, path, idx, descr, mode, aligned, g)
+        assert grid is not None
+        # keep the caller's order (the model card's modality order) for stacking
+        return cls(grid, {n: mods[n] for n in sources})
+
+    @property
+    def reference(self) -> Modality:
+        return next(m for m in self.modalities.values() if m.grid == self.grid and m.aligned)
+
+    @property
+    def band_counts(self) -> dict[str, int]:
+        return {n: m.count for n, m in self.modalities.items()}
+
+    def read(self, window: PixelWindow) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Read ``window`` of every modality as float32 (bands, h, w).
+
+        Returns the arrays and a boolean validity mask (h, w): a pixel is invalid where the
+        dataset mask of any modality says so (all bands nodata, alpha, mask band) or any of its
+        selected bands is NaN. Zero is ordinary data unless a file declares it as nodata.
+        """
+        gdal_window = Window(window.c0, window.r0, window.width, window.height)
+        arrays: dict[str, np.ndarray] = {}
+        valid = np.ones(window.shape, dtype=bool)
+        for name, mod in self.modalities.items():
+            with ExitStack() as stack:
+                ds = stack.enter_context(rasterio.open(mod.path))
+                if not mod.aligned:
+                    ds = stack.enter_context(self._warped(ds, mod))
+                data = ds.read(list(mod.bands), window=gdal_window, out_dtype="float32")
+                valid &= ds.dataset_mask(window=gdal_window) > 0
+            valid &= ~np.isnan(data).any(axis=0)
+            arrays[name] = data
+        return arrays, valid
+
+    def _warped(self, ds, mod: Modality) -> WarpedVRT:
+        g = self.grid
+        extra = {} if ds.nodata is not None or _has_mask(ds) else {"add_alpha": True}
+        return WarpedVRT(
+            ds, crs=g.crs, transform=g.transform, width=g.width, height=g.height,
+            resampling=RESAMPLING[mod.resampling], **extra,
+        )  # fmt: skip
+
+    def read_valid(self, window: PixelWindow) -> np.ndarray:
+        """Validity mask of a window (reads the data, since NaNs count as nodata)."""
+        return self.read(window)[1]
+
+    def describe(self) -> dict:
+        """JSON-friendly summary (for reports and `geoseg info`)."""
+        return {
+            "grid": self.grid.to_dict(),
+            "modalities": {
+                n: {"path": m.path, "bands": list(m.bands), "descriptions": list(m.descriptions),
+                    "aligned": m.aligned, "resampling": m.resampling}
+                for n, m in self.modalities.items()
+            },
+        }  # fmt: skip
+
+    def to_xarray(self, chunks: int = 1024) -> dict:
+        """Lazy dask-backed DataArrays of every modality on the reference grid."""
+        import rioxarray
+
+        out = {}
+        for name, mod in self.modalities.items():
+            if mod.aligned:
+                da = rioxarray.open_rasterio(mod.path, chunks={"band": -1, "x": chunks, "y": chunks},
+                                             masked=False, lock=False)
+            else:
+                ds = rasterio.open(mod.path)
+                da = rioxarray.open_rasterio(self._warped(ds, mod),
+                                             chunks={"band": -1, "x": chunks, "y": chunks})
+            out[name] = da.sel(band=list(mod.bands))
+        return out
+
+
+def _absolute(path: str) -> str:
+    """Absolute local paths, so tasks on other processes/machines find the same files."""
+    if "://" in path or path.startswith("/vsi") or not Path(path).exists():
+        return path
+    return str(Path(path).resolve())
+
+
+def _has_mask(ds) -> bool:
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
+
+
+def _check_alignable(path: str, g: GridBox, ref: GridBox) -> bool:
+    """True if ``g`` already is the reference grid; raise if it cannot be warped onto it."""
+    if g.crs is None:
+        raise GridError(f"{path}: raster has no CRS, so it cannot be aligned with the reference; "
+                        f"assign one (gdal_edit.py -a_srs EPSG:XXXX {path})")
+    if not g.is_rectilinear:
+        raise GridError(f"{path}: rotated/sheared geotransform is not supported; "
+                        f"make it north-up first (gdalwarp {path} northup.tif)")
+    if g.same_grid(ref):
+        return True
+    left, bottom, right, top = transform_bounds(g.crs, ref.crs, *g.bounds, densify_pts=21)
+    rl, rb, rr, rt = ref.bounds
+    if left >= rr or right <= rl or bottom >= rt or top <= rb:
+        raise GridError(
+            f"{path}: does not overlap the reference raster (its bounds in the reference CRS are "
+            f"{(round(left, 3), round(bottom, 3), round(right, 3), round(top, 3))}, reference "
+            f"{tuple(round(v, 3) for v in ref.bounds)}); give rasters of the same area"
+        )
+    return False

@@ -1,0 +1,356 @@
+"""The training loop: steps of sampled windows, periodic validation, checkpoints, bundles."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from geoseg.bundle.bundle import save_bundle
+from geoseg.config import IGNORE
+from geoseg.errors import ConfigError
+from geoseg.evaluation.metrics import ConfusionMatrix
+from geoseg.training import ddp
+from geoseg.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from geoseg.training.config import TrainConfig
+from geoseg.training.criterion import TrainModule, auto_class_weights
+from geoseg.training.model import build_model, ignore_indices, make_card, score
+from geoseg.training.optim import build_optimizer, lr_factor, set_lr
+from geoseg.training.prepare import prepare
+from geoseg.training.report import run_report, write_history, write_report
+from geoseg.training.sampling import WindowSampler
+from geoseg.training.windows import TrainWindows, read_val_tile
+
+log = logging.getLogger("geoseg.training")
+
+
+@dataclass
+class TrainResult:
+    """Where a run left its outputs, and how it ended."""
+
+    out: Path
+    best: Path
+    last: Path
+    report: Path
+    history: Path
+    status: str
+    best_metrics: dict[str, Any]
+
+
+class Trainer:
+    """One training run in ``out``; rank 0 writes, every rank trains."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, resolve: Callable[[str], Path],
+                 default_catalog: str | None, source: str, progress: bool = True):  # fmt: skip
+        self.cfg, self.out, self.source, self.progress = cfg, out, source, progress
+        # under torchrun each process takes the GPU of its local rank
+        self.device = ddp.resolve_device(cfg.device, ddp.local_rank())
+        self.dist = ddp.setup(self.device)
+        self._threads()
+        if self.dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+        # rank 0 scans first (and caches); the others then read the cache
+        if not self.dist.main:
+            ddp.barrier(self.dist)
+        self.prep = prepare(cfg, resolve, default_catalog, source, out / "cache")
+        if self.dist.main:
+            ddp.barrier(self.dist)
+        self.split = self.prep.split_report(cfg)
+        self.ignore = ignore_indices(cfg, self.prep, source)
+        self.model = build_model(cfg, self.prep, resolve).to(self.device)
+        weights = self._class_weights()
+        self.module = TrainModule(self.model, cfg.loss, weights).to(self.device)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
+        self.amp_dtype = None
+        if cfg.amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.sampler = WindowSampler(self.prep.cands, self.prep.splits, cfg.sampling.mode,
+                                     cfg.split.gap, cfg.seed)  # fmt: skip
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"score": None, "step": None, "metrics": None}
+        self.samples = 0
+        self.elapsed = 0.0
+        self.resumed_from: int | None = None
+        self.status = "running"
+        self.last_metrics: dict[str, Any] | None = None
+        #: training loss/accuracy sums since the last validation (checkpointed, so the history
+        #: row after a resume averages the same steps as without the interruption)
+        self.running = _running()
+
+    def _threads(self) -> None:
+        import os
+
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        elif self.dist.enabled and self.device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.dist.world))
+
+    def _class_weights(self) -> list[float] | None:
+        cw = self.cfg.loss.class_weights
+        if cw == "none":
+            return None
+        if cw == "auto":
+            return auto_class_weights(self.prep.class_pixels)
+        if len(cw) != len(self.prep.classes):
+            raise ConfigError(f"{self.source}: loss.class_weights has {len(cw)} values for "
+                              f"{len(self.prep.classes)} classes; give one per class")
+        return list(cw)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoint"
+
+    def resume(self) -> None:
+        if not self.cfg.resume or not has_checkpoint(self.ckpt):
+            return
+        meta = load_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler)
+        self.step, self.history = int(meta["step"]), list(meta["history"])
+        self.best, self.samples = meta["best"], int(meta["samples"])
+        self.elapsed = float(meta["elapsed"])
+        self.running = {**_running(), **meta.get("running", {})}
+        self.resumed_from = self.step
+        log.info("resumed %s at step %d of %d", self.out, self.step, self.cfg.steps)
+
+    def save_state(self) -> None:
+        if not self.dist.main:
+            return
+        meta = {"step": self.step, "history": self.history, "best": self.best,
+                "samples": self.samples, "elapsed": self.elapsed, "status": self.status,
+                "running": {k: v for k, v in self.running.items() if k != "t"},
+                "config": self.cfg.model_dump(mode="json")}  # fmt: skip
+        save_checkpoint(self.ckpt, self.model, self.optimizer, meta, self.scaler)
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> tuple[dict[str, Any], float]:
+        """Confusion matrix over this rank's share of validation tiles, summed over ranks."""
+        self.model.eval()
+        k = len(self.prep.classes)
+        cm = ConfusionMatrix(k)
+        loss_sum = np.zeros(2)
+        tiles = self.prep.val_tiles[self.dist.rank :: self.dist.world]
+        for tile in tiles:
+            inputs, target, sl = read_val_tile(self.prep.scenes, tile, self.prep.norm)
+            inputs = {n: v.to(self.device) for n, v in inputs.items()}
+            with self._autocast():
+                logits = self.model(inputs)[0][:, sl[0], sl[1]].float()
+            t = torch.from_numpy(target.astype(np.int64)).to(self.device)
+            lab = t != IGNORE
+            if lab.any():
+                ce = torch.nn.functional.cross_entropy(logits[None], t[None], ignore_index=IGNORE,
+                                                       reduction="sum")  # fmt: skip
+                loss_sum += [float(ce), float(lab.sum())]
+            cm.update(logits.argmax(0).cpu().numpy(), target)
+        cm.matrix = ddp.sum_array(cm.matrix, self.dist, self.device)
+        loss_sum = ddp.sum_array(loss_sum, self.dist, self.device)
+        self.model.train()
+        names = [c.name for c in self.prep.classes]
+        metrics = cm.metrics(names, self.ignore)
+        return metrics, (loss_sum[0] / loss_sum[1]) if loss_sum[1] else math.nan
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ training
+
+    def _loader(self, start: int, stop: int) -> torch.utils.data.DataLoader:
+        ds = TrainWindows(self.prep.scenes, self.sampler, self.prep.norm, self.cfg.augment,
+                          self.cfg.sampling.window, self.cfg.batch, start, stop,
+                          self.dist.rank)  # fmt: skip
+        return torch.utils.data.DataLoader(
+            ds, batch_size=self.cfg.batch, shuffle=False, num_workers=self.cfg.loader_workers,
+            pin_memory=self.device.type == "cuda")  # fmt: skip
+
+    def _train_step(self, net: torch.nn.Module, inputs: dict, target: torch.Tensor) -> dict:
+        cfg = self.cfg
+        lr = set_lr(self.optimizer, cfg.optimizer.lr, lr_factor(cfg.schedule, self.step, cfg.steps))
+        inputs = {n: v.to(self.device, non_blocking=True) for n, v in inputs.items()}
+        target = target.to(self.device, non_blocking=True)
+        with self._autocast():
+            out = net(inputs, target)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {float(loss)} at step {self.step}; "
+                                     "lower the learning rate or check the labels")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lab = target != IGNORE
+        pred = out["logits"].argmax(1)
+        correct = float((pred[lab] == target[lab]).sum())
+        return {"loss": float(loss.detach()), "lr": lr, "correct": correct,
+                "labelled": float(lab.sum())}  # fmt: skip
+
+    def fit(self, stop_after: int | None = None) -> str:
+        """Train to ``steps`` (or ``stop_after`` more steps, or the time limit); returns status."""
+        cfg = self.cfg
+        net: torch.nn.Module = self.module
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(self.module, device_ids=ids)
+        self.model.train()
+        t0 = time.perf_counter()
+        session_start = self.step
+        ckpt_every = cfg.checkpoint_every or cfg.val_every
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train",
+                   disable=not (self.progress and self.dist.main), leave=False)  # fmt: skip
+        run = self.running
+        run["t"] = time.perf_counter()
+        status = "finished"
+        lr = 0.0
+        with bar:
+            while self.step < cfg.steps:
+                end = min(cfg.steps, (self.step // cfg.val_every + 1) * cfg.val_every,
+                          (self.step // ckpt_every + 1) * ckpt_every)  # fmt: skip
+                if stop_after is not None:
+                    end = min(end, session_start + stop_after)
+                for inputs, target in self._loader(self.step, end):
+                    r = self._train_step(net, inputs, target)
+                    lr = r["lr"]
+                    self.step += 1
+                    self.samples += target.shape[0] * self.dist.world
+                    run["loss"] += r["loss"]
+                    run["n"] += 1
+                    run["correct"] += r["correct"]
+                    run["labelled"] += r["labelled"]
+                    run["samples"] += target.shape[0] * self.dist.world
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{r['loss']:.4f}", lr=f"{r['lr']:.2e}",
+                                    miou=self._last_miou())  # fmt: skip
+                    out_of_time = cfg.time_limit is not None and (
+                        self.elapsed + time.perf_counter() - t0 > cfg.time_limit * 60)
+                    if ddp.broadcast_flag(out_of_time, self.dist, self.device):
+                        status = "time_limit"
+                        break
+                self.elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                done = self.step >= cfg.steps or status == "time_limit"
+                if self.step % cfg.val_every == 0 or done:
+                    self._validate_and_record(run, lr)
+                    run = self.running = _running()
+                if status == "time_limit":
+                    break
+                if stop_after is not None and self.step - session_start >= stop_after \
+                        and self.step < cfg.steps:
+                    status = "paused"
+                    break
+                self.status = "running"
+                self.save_state()
+                ddp.barrier(self.dist)
+        self.elapsed += time.perf_counter() - t0
+        self.status = status
+        self.save_state()
+        ddp.barrier(self.dist)
+        return status
+
+    def _last_miou(self) -> str:
+        if not self.history or self.history[-1].get("val_miou") is None:
+            return "-"
+        return f"{self.history[-1]['val_miou']:.3f}"
+
+    def _validate_and_record(self, run: dict[str, Any], lr: float) -> None:
+        metrics, val_loss = self.validate()
+        wall = time.perf_counter() - run["t"]
+        row: dict[str, Any] = {
+            "step": self.step, "samples": self.samples, "lr": lr,
+            "train_loss": run["loss"] / run["n"] if run["n"] else None,
+            "train_pixel_accuracy": run["correct"] / run["labelled"] if run["labelled"] else None,
+            "val_loss": None if math.isnan(val_loss) else val_loss,
+            "val_miou": metrics["miou"], "val_overall_accuracy": metrics["overall_accuracy"],
+            "val_kappa": metrics["kappa"], "val_mean_f1": metrics["mean_f1"],
+            **{f"val_iou_{n}": c["iou"] for n, c in metrics["per_class"].items()},
+            "samples_per_s": run["samples"] / wall if wall > 0 else None,
+            "elapsed_s": round(self.elapsed, 2),
+        }  # fmt: skip
+        self.history.append(row)
+        self.last_metrics = metrics
+        value = score(metrics, self.cfg.best_metric, self.source)
+        best = self.best["score"]
+        if best is None or value > best:
+            self.best = {"score": value, "step": self.step, "metrics": metrics}
+            if self.dist.main:
+                card = make_card(self.cfg, self.prep, self.model, metrics, self.step,
+                                 self.source, self.split)  # fmt: skip
+                save_bundle(self.model, card, self.out / "best")
+        if self.dist.main:
+            write_history(self.history, self.out)
+        if self.dist.main:
+            msg = (f"step {self.step}: val mIoU {_fmt(metrics['miou'])}, OA "
+                   f"{_fmt(metrics['overall_accuracy'])}, train loss {_fmt(row['train_loss'])}")
+            tqdm.write(msg) if self.progress else log.info(msg)
+
+    def finish(self) -> TrainResult:
+        """Write the last bundle (after a final validation) and the run report (rank 0)."""
+        best_metrics = self.best.get("metrics") or {}
+        if self.dist.main:
+            if self.last_metrics is not None:
+                card = make_card(self.cfg, self.prep, self.model, self.last_metrics, self.step,
+                                 self.source, self.split)  # fmt: skip
+                save_bundle(self.model, card, self.out / "last")
+            write_report(self.report(), self.out)
+        ddp.barrier(self.dist)
+        return TrainResult(self.out, self.out / "best", self.out / "last",
+                           self.out / "train_report.json", self.out / "history.csv",
+                           self.status, best_metrics)  # fmt: skip
+
+    def report(self) -> dict[str, Any]:
+        return run_report(self)
+
+    def close(self) -> None:
+        ddp.cleanup(self.dist)
+
+
+def _running() -> dict[str, Any]:
+    return {"loss": 0.0, "n": 0, "correct": 0.0, "labelled": 0.0, "samples": 0,
+            "t": time.perf_counter()}  # fmt: skip
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resolve: Callable[[str], Path] | None = None,
+          default_catalog: str | None = None, source: str = "pipeline",
+          progress: bool = True, stop_after: int | None = None) -> TrainResult:  # fmt: skip
+    """Train ``cfg`` into the run folder ``out`` (resuming from its checkpoint if allowed).
+
+    Args:
+        resolve: turns paths of the config into absolute ones (default: relative to cwd).
+        stop_after: stop (checkpointed, status ``paused``) after this many steps this session.
+    """
+    out = Path(out).resolve()
+    resolve = resolve or (lambda p: Path(p).expanduser().resolve())
+    tr = Trainer(cfg, out, resolve, default_catalog, source, progress)
+    try:
+        tr.resume()
+        if tr.step >= cfg.steps and (out / "last").is_dir() and (out / "best").is_dir():
+            tr.status = "finished"
+            log.info("%s: already trained (%d steps); set resume: false to train again", out,
+                     tr.step)  # fmt: skip
+        else:
+            tr.fit(stop_after)
+        return tr.finish()
+    finally:
+        tr.close()

@@ -1,0 +1,65 @@
+"""Torch datasets of windows: training windows drawn per step, validation tiles."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from geoseg.training.augment import geometric, photometric
+from geoseg.training.config import AugmentSpec
+from geoseg.training.data import TrainScene
+from geoseg.training.sampling import ValTile, WindowSampler
+
+
+def normalise(arrays: Mapping[str, np.ndarray], valid: np.ndarray,
+              norm: Mapping[str, Mapping[str, list[float]]]) -> dict[str, np.ndarray]:  # fmt: skip
+    """(x − mean) / std per band; invalid pixels (and NaN) become 0, the normalised mean."""
+    out = {}
+    for name, a in arrays.items():
+        mean = np.asarray(norm[name]["mean"], np.float32)[:, None, None]
+        std = np.asarray(norm[name]["std"], np.float32)[:, None, None]
+        b = (a.astype(np.float32) - mean) / std
+        b[:, ~valid] = 0.0
+        out[name] = np.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+class TrainWindows(Dataset):
+    """Item j is window j % batch of step start + j // batch (for this rank)."""
+
+    def __init__(self, scenes: Sequence[TrainScene], sampler: WindowSampler,
+                 norm: Mapping[str, Mapping[str, list[float]]], augment: AugmentSpec,
+                 window: int, batch: int, start: int, stop: int, rank: int = 0):  # fmt: skip
+        self.scenes, self.sampler, self.norm, self.augment = scenes, sampler, norm, augment
+        self.window, self.batch, self.start, self.stop, self.rank = window, batch, start, stop, rank
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0) * self.batch
+
+    def __getitem__(self, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        step = self.start + j // self.batch
+        s, r0, c0, rng = self.sampler.draw(step, self.rank, j % self.batch)
+        # windows larger than a scene are padded (inputs 0, labels ignored)
+        arrays, target, valid = self.scenes[s].read(r0, c0, self.window, self.window)
+        arrays = normalise(arrays, valid, self.norm)
+        arrays["__valid__"] = valid[None].astype(np.float32)
+        arrays, target = geometric(arrays, target, self.augment, rng)
+        valid = arrays.pop("__valid__")[0] > 0.5
+        arrays = photometric(arrays, valid, self.augment, rng)
+        return ({k: torch.from_numpy(v) for k, v in arrays.items()},
+                torch.from_numpy(target.astype(np.int64)))  # fmt: skip
+
+
+def read_val_tile(scenes: Sequence[TrainScene], tile: ValTile,
+                  norm: Mapping[str, Mapping[str, list[float]]]
+                  ) -> tuple[dict[str, torch.Tensor], np.ndarray, tuple[slice, slice]]:  # fmt: skip
+    """Inputs of the tile's read rectangle, labels of its core, and the core's slices in it."""
+    rd, core = tile.read, tile.core
+    arrays, target, valid = scenes[tile.scene].read(rd.r0, rd.c0, rd.r1 - rd.r0, rd.c1 - rd.c0)
+    arrays = normalise(arrays, valid, norm)
+    sl = (slice(core.r0 - rd.r0, core.r1 - rd.r0), slice(core.c0 - rd.c0, core.c1 - rd.c0))
+    inputs = {k: torch.from_numpy(v)[None] for k, v in arrays.items()}
+    return inputs, target[sl], sl
