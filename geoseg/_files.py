@@ -1,17 +1,22 @@
-"""Output writers (COG rasters, vector layers) and the file-handling rules they share.
+"""The one place for file handling: atomic writes, temporary siblings, writable folders.
 
-Every writer creates its file under a hidden temporary name in the destination folder and
-renames it when complete: a crash or an error never leaves a half-written output under the
-final name, and the rename stays on one file system (atomic).
+Every file geoseg writes is created under a hidden temporary name in the destination folder
+and renamed when complete (:func:`atomic_path`, :func:`atomic_write_text`,
+:func:`atomic_write_bytes`, :func:`replace_dir`): a crash or an error never leaves a
+half-written file under the final name, and the rename stays on one file system (atomic).
+Imports nothing of geoseg but its errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from geoseg.errors import OutputError
@@ -90,9 +95,36 @@ def replace_dir(tmp: Path, path: Path) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text under a temporary name, fsync, then rename (no half-written file on kill)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes under a temporary name, fsync, then rename (no half-written file on kill)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; renamed to ``path`` when the block succeeds.
+
+    On any error the temporary file and the side files a writer may leave beside it
+    (GDAL's .aux.xml, SQLite's -journal/-wal) are removed and the error propagates: nothing
+    half-written is ever left under either name. ``suffix`` defaults to ``path``'s (drivers
+    pick their format from it). Unique per call, so concurrent writers never share a name.
+    """
+    path = Path(path)
+    tmp = temp_sibling(path, path.suffix if suffix is None else suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        remove_quietly(tmp, *tmp.parent.glob(f"{glob.escape(tmp.name)}*"))
+
+
+def safe_name(text: str, default: str = "scene") -> str:
+    """``text`` reduced to a file-name-safe id (letters, digits, ``._-``), or ``default``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or default
