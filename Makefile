@@ -18,7 +18,7 @@ demo: $(STAMP)
 		--model models/demo --out results/demo
 	@echo "outputs in results/demo/"
 
-test: $(STAMP)
+test: lint
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)

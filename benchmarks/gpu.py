@@ -61,7 +61,8 @@ def main() -> None:
     import torch
 
     from geoseg.bundle.untrained import init_bundle
-    from geoseg.runs.predict import PredictOptions, predict
+    from geoseg.runs.options import PredictOptions
+    from geoseg.runs.predict import predict
     from geoseg.testing import mosaic_scene
     from geoseg.tiling.plan import TilePlan
 

@@ -30,7 +30,8 @@ def child(argv: list[str]) -> None:
     t0 = time.perf_counter()
     if kind == "geoseg":
         scene, bundle, out, tiles, chunk, workers, batch, outputs = rest
-        from geoseg.runs.predict import PredictOptions, predict
+        from geoseg.runs.options import PredictOptions
+        from geoseg.runs.predict import predict
 
         full = outputs == "full"
         report = predict(scene, bundle, out, options=PredictOptions(

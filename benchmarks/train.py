@@ -99,7 +99,7 @@ def berlin_config(arch: str, args: dict[str, Any], budget: float, threads: int) 
 def deep_run(arch: str, args: dict[str, Any], budget: float, threads: int,
              out: Path) -> dict[str, Any]:  # fmt: skip
     from geoseg.evaluation.evaluate import evaluate, holdout_regions
-    from geoseg.runs.predict import PredictOptions
+    from geoseg.runs.options import PredictOptions
     from geoseg.training.config import TrainConfig
     from geoseg.training.loop import train
 
@@ -128,10 +128,10 @@ def random_forest(report: Path, threads: int) -> dict[str, Any]:
     """Per-pixel RF on the labelled pixels of the training area (≥ gap px off validation)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from geoseg.bundle.card import ClassInfo
     from geoseg.evaluation.evaluate import holdout_regions
     from geoseg.evaluation.metrics import ConfusionMatrix
     from geoseg.geometry.window import PixelWindow
+    from geoseg.scene.classes import ClassInfo
     from geoseg.scene.labels import VectorLabels
     from geoseg.training.data import TrainScene
 
@@ -142,7 +142,7 @@ def random_forest(report: Path, threads: int) -> dict[str, Any]:
     ts = TrainScene.open(cs, ["image"], {"image": ["blue", "green", "red", "nir"]}, classes,
                          VectorLabels())  # fmt: skip
     h, w = ts.shape
-    arrays, target, _ = ts.read(0, 0, h, w)  # a 660×494 scene: small enough to hold
+    arrays, target, _ = ts.read(PixelWindow.at(0, 0, h, w))  # a 660×494 scene: small enough to hold
     x = arrays["image"].reshape(4, -1).T
     gap = rep["split"]["gap_px"]
     near_val = np.zeros((h, w), bool)

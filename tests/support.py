@@ -63,7 +63,9 @@ def invoke(*args: object, group: click.Group | None = None) -> tuple[int, str, s
         from geoseg.cli.main import cli as group
     res = CliRunner().invoke(group, [str(a) for a in args])
     if isinstance(res.exception, GeosegError):
-        return 2, res.stdout, res.stderr + f"geoseg: error: {res.exception}\n"
+        from geoseg.cli.options import cli_message
+
+        return 2, res.stdout, res.stderr + f"geoseg: error: {cli_message(res.exception)}\n"
     if res.exception and not isinstance(res.exception, SystemExit):
         raise res.exception
     return res.exit_code, res.stdout, res.stderr

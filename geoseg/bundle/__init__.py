@@ -1,4 +1,4 @@
 """A trained model on disk: the strict JSON card (classes, modalities, normalisation), the bundle
 (safetensors weights + card, digest), untrained bundles and the ONNX export. May import the
-foundation and models.
+foundation, geometry, models and scene.
 """

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from geoseg import __version__
 from geoseg._files import replace_dir
 from geoseg.bundle.card import ModelCard
+from geoseg.config import format_validation_error
 from geoseg.errors import BundleError, GeosegError
 from geoseg.models import SegModel, create
 
@@ -39,6 +40,7 @@ class Bundle:
 
 
 def build_model(card: ModelCard) -> SegModel:
+    """The card's architecture with its arguments (weights not loaded)."""
     return create(card.architecture, card.band_counts, card.num_classes, **card.arguments)
 
 
@@ -86,8 +88,8 @@ def read_card(path: str | Path) -> ModelCard:
         if first["type"] == "json_invalid":
             raise BundleError(f"{card_file}: corrupt card ({first['msg']}); re-export the "
                               "bundle") from None  # fmt: skip
-        loc = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"{card_file}: invalid card at {loc!r}: {first['msg']}") from None
+        msg = format_validation_error(exc, f"{card_file}: invalid card", model=ModelCard)
+        raise BundleError(msg) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{card_file}: corrupt card ({exc}); re-export the bundle") from None
 

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from geoseg.config import StrictModel
-
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-class ClassInfo(StrictModel):
-    """One output class."""
-
-    id: int = Field(ge=0, le=254)  # 255 is the class raster's nodata
-    name: str
-    color: str = "#808080"
-
-    @field_validator("color")
-    @classmethod
-    def _hex(cls, v: str) -> str:
-        if not _HEX.match(v):
-            raise ValueError(f"colour {v!r} is not #rrggbb")
-        return v.lower()
-
-    @property
-    def rgb(self) -> tuple[int, int, int]:
-        return tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+from geoseg.scene.classes import ClassInfo
 
 
 class ModalityCard(StrictModel):
@@ -89,15 +68,11 @@ class ModelCard(StrictModel):
         """Name of the modality whose grid is the output grid (the first one)."""
         return next(iter(self.modalities))
 
-
-PALETTE = [
-    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
-]  # fmt: skip
-
-
-def default_classes(k: int) -> list[ClassInfo]:
-    return [ClassInfo(id=i, name=f"class_{i}", color=PALETTE[i % len(PALETTE)]) for i in range(k)]
+    def default_overlap(self, tile: int | None = None) -> int:
+        """The tile overlap used when none is given: the model's halo, at most a quarter of
+        the tile (``tile`` defaults to the card's); predict, the accessor and the ONNX export
+        for QGIS Deepness all take it from here."""
+        return min(self.halo, (tile or self.tile_size) // 4)
 
 
 def normalise(card: ModelCard, arrays: Mapping[str, np.ndarray],

@@ -10,6 +10,7 @@ from geoseg.bundle.card import ModelCard
 
 
 def is_onnx(model: str | Path) -> bool:
+    """True for an exported ``.onnx`` file (else a bundle folder)."""
     return str(model).lower().endswith(".onnx")
 
 
@@ -23,6 +24,7 @@ def read_model_card(model: str | Path) -> ModelCard:
 
 
 def model_digest(model: str | Path) -> str:
+    """SHA-256 identifying the model's weights and card (bundle) or file (ONNX)."""
     if is_onnx(model):
         return file_digest(model)
     return bundle_digest(model)

@@ -75,6 +75,7 @@ def export_onnx(bundle: str | Path, out: str | Path, opset: int = 17) -> Path:
 
 
 def read_onnx_card(path: str | Path) -> ModelCard:
+    """The geoseg card stored in an exported model's metadata."""
     import onnx
 
     try:

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from geoseg.bundle.bundle import save_bundle
-from geoseg.bundle.card import ModalityCard, ModelCard, default_classes
+from geoseg.bundle.card import ModalityCard, ModelCard
 from geoseg.models import create
+from geoseg.scene.classes import default_classes
 from geoseg.scene.scene import Scene
 from geoseg.scene.stats import band_stats
 
@@ -39,17 +40,7 @@ def init_bundle(
         stats = band_stats(Scene.open(dict(sources), bands=bands))
     torch.manual_seed(seed)
     model = create(arch, dict(modalities), num_classes, **arguments)
-    cards = {}
-    for name, n in modalities.items():
-        if name in stats and len(stats[name][0]) == n:
-            mean, std = stats[name]
-        else:
-            m, s = ELEVATION_SCALE.get(name, (0.0, 1.0))
-            mean, std = [m] * n, [s] * n
-        roles = [f"{name}_{i + 1}" for i in range(n)] if name != "image" else [
-            f"b{i + 1}" for i in range(n)]
-        cards[name] = ModalityCard(bands=roles, mean=mean, std=std,
-                                   resampling="bilinear")  # fmt: skip
+    cards = _modality_cards(modalities, stats)
     card = ModelCard(
         architecture=arch,
         arguments=model.args.model_dump(),
@@ -61,3 +52,21 @@ def init_bundle(
         description=f"untrained {arch} (seed {seed})",
     )
     return save_bundle(model, card, output)
+
+
+def _modality_cards(
+    modalities: Mapping[str, int], stats: Mapping[str, tuple[list[float], list[float]]]
+) -> dict[str, ModalityCard]:
+    """Band names and normalisation of each modality: measured statistics, else fixed scales."""
+    cards = {}
+    for name, n in modalities.items():
+        if name in stats and len(stats[name][0]) == n:
+            mean, std = stats[name]
+        else:
+            m, s = ELEVATION_SCALE.get(name, (0.0, 1.0))
+            mean, std = [m] * n, [s] * n
+        roles = [f"{name}_{i + 1}" for i in range(n)] if name != "image" else [
+            f"b{i + 1}" for i in range(n)]
+        cards[name] = ModalityCard(bands=roles, mean=mean, std=std,
+                                   resampling="bilinear")  # fmt: skip
+    return cards

@@ -11,12 +11,15 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.catalog.spec import Catalog, CatalogSpec, parse
+from geoseg._files import safe_name
+from geoseg.catalog.loader import Catalog
+from geoseg.catalog.spec import CatalogSpec
+from geoseg.config import parse
 from geoseg.errors import ConfigError, InputError
 
 
@@ -67,11 +70,6 @@ def _catalog(name: str, classes: list[dict], scenes: list[dict], root: Path,
     return BuildResult(Catalog(parse(CatalogSpec, data, root), None), notes)
 
 
-def _safe_id(text: str) -> str:
-    out = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
-    return out or "scene"
-
-
 def _split_of(path: Path, root: Path) -> str | None:
     """train/val/test from a folder name on the way from ``root`` to the file."""
     aliases = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -88,6 +86,23 @@ def _split_of(path: Path, root: Path) -> str | None:
 
 def _walk(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+#: a file's kind: a name, or a function of the file and the match of its name
+Kind = str | Callable[[Path, re.Match[str]], str]
+
+
+def _scan(root: Path, table: Sequence[tuple[str, Kind]]) -> dict[str, Path]:
+    """Files under ``root`` by ``kind:tile``: the first ``(regex, kind)`` matching a file's name
+    (any case) gives the kind, its numeric groups the tile (``dsm_potsdam_02_10.tif``: ``dsm:2_10``)."""
+    found: dict[str, Path] = {}
+    for p in _walk(root):
+        for regex, kind in table:
+            if m := re.fullmatch(regex, p.name, re.I):
+                tile = "_".join(str(int(g)) for g in m.groups() if g and g.isdigit())
+                found[f"{kind if isinstance(kind, str) else kind(p, m)}:{tile}"] = p
+                break
+    return found
 
 
 def _classes(rows: list[tuple[int, str, str]]) -> list[dict]:
@@ -117,7 +132,7 @@ def landcoverai(root: Path) -> BuildResult:
     scenes = []
     for img in sorted((root / "images").glob("*.tif")):
         mask = root / "masks" / img.name
-        scene: dict[str, Any] = {"id": _safe_id(img.stem), "modalities": {
+        scene: dict[str, Any] = {"id": safe_name(img.stem), "modalities": {
             "image": {"path": str(img), "roles": ["red", "green", "blue"]}}}  # fmt: skip
         if mask.is_file():
             scene["labels"] = {"path": str(mask), "kind": "raster"}
@@ -133,9 +148,8 @@ def landcoverai(root: Path) -> BuildResult:
 # --------------------------------------------------------------------------- GAMUS
 
 GAMUS_CLASSES = _classes([(0, "background", "#000000"), (1, "ground", "#a6761d"),
-                          (2, "vegetation", "#b2df8a"), (3, "building", "#e31a1c"),
-                          (4, "water", "#1f78b4"), (5, "road", "#bdbdbd"),
-                          (6, "tree", "#33a02c")])  # fmt: skip
+                          (2, "vegetation", "#b2df8a"), (3, "building", "#e31a1c"), (4, "water", "#1f78b4"),
+                          (5, "road", "#bdbdbd"), (6, "tree", "#33a02c")])  # fmt: skip
 
 
 @layout("gamus")
@@ -153,7 +167,7 @@ def gamus(root: Path) -> BuildResult:
             notes.append(f"{img.relative_to(root)}: no heights/{rel}/{base}AGL.*; skipped")
             continue
         scene: dict[str, Any] = {
-            "id": _safe_id(base), "split": _split_of(img, root),
+            "id": safe_name(base), "split": _split_of(img, root),
             "modalities": {"image": {"path": str(img), "roles": ["red", "green", "blue"]},
                            "height": {"path": str(height), "roles": ["ndsm"]}}}  # fmt: skip
         if label is not None:
@@ -181,12 +195,38 @@ POTSDAM_TRAIN = {"2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11",
                  "7_12", "7_7", "7_8", "7_9"}  # fmt: skip
 POTSDAM_ROLES = {"RGBIR": ["red", "green", "blue", "nir"], "RGB": ["red", "green", "blue"],
                  "IRRG": ["nir", "red", "green"]}  # fmt: skip
+#: file kinds (see _scan): a Vaihingen top is an image in top/, else full labels
+VAIHINGEN_FILES: list[tuple[str, Kind]] = [
+    (r"top_mosaic_09cm_area(\d+)\.tif", lambda p, m: "top" if p.parent.name.lower() == "top" else "full"),
+    (r"top_mosaic_09cm_area(\d+)_noBoundary\.tif", "eroded"),
+    (r"dsm_09cm_matching_area(\d+)\.tif", "dsm"),
+    (r"ndsm_09cm_matching_area(\d+)\.\w+", "ndsm"),
+]
+#: a Potsdam top's kind is its product: RGBIR, RGB or IRRG
+POTSDAM_FILES: list[tuple[str, Kind]] = [
+    (r"top_potsdam_(\d+)_(\d+)_(RGBIR|RGB|IRRG)\.tif", lambda p, m: m[3].upper()),
+    (r"top_potsdam_(\d+)_(\d+)_label\.tif", "full"),
+    (r"top_potsdam_(\d+)_(\d+)_label_noBoundary\.tif", "eroded"),
+    (r"dsm_potsdam_(\d+)_(\d+)\.tif", "dsm"),
+    (r"dsm_potsdam_(\d+)_(\d+)_normalized_\w+\.\w+", "ndsm"),
+]
 
 
-def _isprs_labels(found: dict[str, Path], key: str, eroded: bool) -> Path | None:
-    """Full labels, or the eroded (noBoundary) ones when asked or when they are all there is."""
+def _isprs_scene(sid: str, key: str, image: dict[str, Any], found: dict[str, Path],
+                 height: Path | None, split: str, eroded: bool) -> dict[str, Any]:  # fmt: skip
+    """An ISPRS scene: the image, the tile's DSM and nDSM when found, RGB-coded labels (the
+    full ones, or the eroded noBoundary ones when asked or when they are all there is)."""
+    mods: dict[str, Any] = {"image": image}
+    if f"dsm:{key}" in found:
+        mods["dsm"] = {"path": str(found[f"dsm:{key}"]), "roles": ["dsm"]}
+    if height is not None:
+        mods["height"] = {"path": str(height), "roles": ["ndsm"]}
+    scene: dict[str, Any] = {"id": sid, "modalities": mods, "split": split}
     full, ero = found.get(f"full:{key}"), found.get(f"eroded:{key}")
-    return (ero or full) if eroded else (full or ero)
+    lab = (ero or full) if eroded else (full or ero)
+    if lab is not None:
+        scene["labels"] = {"path": str(lab), "kind": "raster", "encoding": "rgb"}
+    return scene
 
 
 @layout("vaihingen")
@@ -194,35 +234,16 @@ def vaihingen(root: Path, eroded: bool = False) -> BuildResult:
     """ISPRS Vaihingen: ``top/top_mosaic_09cm_area<N>.tif`` (IRRG), ``dsm/dsm_09cm_matching_
     area<N>.tif``, optional ``ndsm/ndsm_09cm_matching_area<N>.*``, labels
     ``top_mosaic_09cm_area<N>.tif`` in a ground-truth folder (``*_noBoundary.tif`` eroded)."""
-    found: dict[str, Path] = {}
-    for p in _walk(root):
-        if m := re.fullmatch(r"top_mosaic_09cm_area(\d+)\.tif", p.name, re.I):
-            kind = "top" if p.parent.name.lower() == "top" else "full"
-            found[f"{kind}:{int(m[1])}"] = p
-        elif m := re.fullmatch(r"top_mosaic_09cm_area(\d+)_noBoundary\.tif", p.name, re.I):
-            found[f"eroded:{int(m[1])}"] = p
-        elif m := re.fullmatch(r"dsm_09cm_matching_area(\d+)\.tif", p.name, re.I):
-            found[f"dsm:{int(m[1])}"] = p
-        elif m := re.fullmatch(r"ndsm_09cm_matching_area(\d+)\.\w+", p.name, re.I):
-            found[f"ndsm:{int(m[1])}"] = p
+    found = _scan(root, VAIHINGEN_FILES)
     notes: list[str] = []
     scenes = []
-    areas = sorted(int(k.split(":")[1]) for k in found if k.startswith("top:"))
-    for n in areas:
-        mods: dict[str, Any] = {"image": {"path": str(found[f"top:{n}"]),
-                                          "roles": ["nir", "red", "green"]}}  # fmt: skip
-        if f"dsm:{n}" in found:
-            mods["dsm"] = {"path": str(found[f"dsm:{n}"]), "roles": ["dsm"]}
-        else:
+    for n in sorted(int(k.split(":")[1]) for k in found if k.startswith("top:")):
+        if f"dsm:{n}" not in found:
             notes.append(f"area{n}: no dsm_09cm_matching_area{n}.tif")
-        if f"ndsm:{n}" in found:
-            mods["height"] = {"path": str(found[f"ndsm:{n}"]), "roles": ["ndsm"]}
-        scene: dict[str, Any] = {"id": f"vaihingen_area{n}", "modalities": mods}
-        lab = _isprs_labels(found, str(n), eroded)
-        if lab is not None:
-            scene["labels"] = {"path": str(lab), "kind": "raster", "encoding": "rgb"}
-        scene["split"] = "train" if n in VAIHINGEN_TRAIN else "test"
-        scenes.append(scene)
+        image = {"path": str(found[f"top:{n}"]), "roles": ["nir", "red", "green"]}
+        split = "train" if n in VAIHINGEN_TRAIN else "test"
+        scenes.append(_isprs_scene(f"vaihingen_area{n}", str(n), image, found,
+                                   found.get(f"ndsm:{n}"), split, eroded))  # fmt: skip
     return _catalog("vaihingen", ISPRS_CLASSES, scenes, root, notes,
                     "Vaihingen tops (top/top_mosaic_09cm_area<N>.tif)")  # fmt: skip
 
@@ -232,58 +253,43 @@ def potsdam(root: Path, product: str | None = None, eroded: bool = False) -> Bui
     """ISPRS Potsdam: ``top_potsdam_<r>_<c>_{RGBIR,RGB,IRRG}.tif``, ``dsm_potsdam_<rr>_<cc>.tif``
     (zero-padded), ``dsm_potsdam_<rr>_<cc>_normalized_lastools.jpg`` (nDSM), labels
     ``top_potsdam_<r>_<c>_label.tif`` (``_label_noBoundary.tif`` eroded)."""
-    found: dict[str, Path] = {}
-    tiles: dict[str, dict[str, Path]] = {}
-    for p in _walk(root):
-        if m := re.fullmatch(r"top_potsdam_(\d+)_(\d+)_(RGBIR|RGB|IRRG)\.tif", p.name, re.I):
-            tiles.setdefault(f"{int(m[1])}_{int(m[2])}", {})[m[3].upper()] = p
-        elif m := re.fullmatch(r"top_potsdam_(\d+)_(\d+)_label\.tif", p.name, re.I):
-            found[f"full:{int(m[1])}_{int(m[2])}"] = p
-        elif m := re.fullmatch(r"top_potsdam_(\d+)_(\d+)_label_noBoundary\.tif", p.name, re.I):
-            found[f"eroded:{int(m[1])}_{int(m[2])}"] = p
-        elif m := re.fullmatch(r"dsm_potsdam_(\d+)_(\d+)\.tif", p.name, re.I):
-            found[f"dsm:{int(m[1])}_{int(m[2])}"] = p
-        elif m := re.fullmatch(r"dsm_potsdam_(\d+)_(\d+)_normalized_\w+\.\w+", p.name, re.I):
-            found[f"ndsm:{int(m[1])}_{int(m[2])}"] = p
+    found = _scan(root, POTSDAM_FILES)
     if product is not None and product.upper() not in POTSDAM_ROLES:
         raise ConfigError(f"Potsdam product {product!r}: use one of {list(POTSDAM_ROLES)}")
+    tiles = {k.split(":")[1] for k in found if k.split(":")[0] in POTSDAM_ROLES}
     notes: list[str] = []
     scenes = []
     for key in sorted(tiles, key=lambda k: tuple(int(v) for v in k.split("_"))):
-        have = tiles[key]
-        prod = product.upper() if product else next(p for p in POTSDAM_ROLES if p in have)
-        if prod not in have:
+        prod = product.upper() if product else next(p for p in POTSDAM_ROLES if f"{p}:{key}" in found)
+        if f"{prod}:{key}" not in found:
             notes.append(f"tile {key}: no {prod} image; skipped")
             continue
-        mods: dict[str, Any] = {"image": {"path": str(have[prod]), "roles": POTSDAM_ROLES[prod]}}
-        if f"dsm:{key}" in found:
-            mods["dsm"] = {"path": str(found[f"dsm:{key}"]), "roles": ["dsm"]}
-        ndsm = found.get(f"ndsm:{key}")
-        if ndsm is not None and ndsm.suffix.lower() in (".tif", ".tiff"):
-            mods["height"] = {"path": str(ndsm), "roles": ["ndsm"]}
-        elif ndsm is not None:  # the released normalised DSMs are JPEGs without georeferencing
-            notes.append(f"{ndsm.name}: not georeferenced; nDSM not added (convert it to a "
-                         f"GeoTIFF on the DSM's grid and build again)")
-        scene: dict[str, Any] = {"id": f"potsdam_{key}", "modalities": mods,
-                                 "split": "train" if key in POTSDAM_TRAIN else "test"}
-        lab = _isprs_labels(found, key, eroded)
-        if lab is not None:
-            scene["labels"] = {"path": str(lab), "kind": "raster", "encoding": "rgb"}
-        scenes.append(scene)
+        image = {"path": str(found[f"{prod}:{key}"]), "roles": POTSDAM_ROLES[prod]}
+        split = "train" if key in POTSDAM_TRAIN else "test"
+        scenes.append(_isprs_scene(f"potsdam_{key}", key, image, found,
+                                   _potsdam_height(found.get(f"ndsm:{key}"), notes), split, eroded))
     return _catalog("potsdam", ISPRS_CLASSES, scenes, root, notes,
                     "Potsdam tops (top_potsdam_<r>_<c>_RGB.tif...)")  # fmt: skip
+
+
+def _potsdam_height(ndsm: Path | None, notes: list[str]) -> Path | None:
+    """The nDSM if a GeoTIFF; the released ones are JPEGs without georeferencing: noted."""
+    if ndsm is not None and ndsm.suffix.lower() not in (".tif", ".tiff"):
+        notes.append(f"{ndsm.name}: not georeferenced; nDSM not added (convert it to a "
+                     f"GeoTIFF on the DSM's grid and build again)")
+        return None
+    return ndsm
 
 
 # --------------------------------------------------------------------------- iSAID
 
 ISAID_CLASSES = _classes([
     (0, "background", "#000000"), (1, "ship", "#00003f"), (2, "storage_tank", "#003f3f"),
-    (3, "baseball_diamond", "#003f00"), (4, "tennis_court", "#003f7f"),
-    (5, "basketball_court", "#003fbf"), (6, "ground_track_field", "#003fff"),
-    (7, "bridge", "#007f3f"), (8, "large_vehicle", "#007f7f"), (9, "small_vehicle", "#00007f"),
-    (10, "helicopter", "#0000bf"), (11, "swimming_pool", "#0000ff"), (12, "roundabout", "#00bf7f"),
-    (13, "soccer_ball_field", "#007fbf"), (14, "plane", "#007fff"), (15, "harbor", "#00649b"),
-])  # fmt: skip
+    (3, "baseball_diamond", "#003f00"), (4, "tennis_court", "#003f7f"), (5, "basketball_court", "#003fbf"),
+    (6, "ground_track_field", "#003fff"), (7, "bridge", "#007f3f"), (8, "large_vehicle", "#007f7f"),
+    (9, "small_vehicle", "#00007f"), (10, "helicopter", "#0000bf"), (11, "swimming_pool", "#0000ff"),
+    (12, "roundabout", "#00bf7f"), (13, "soccer_ball_field", "#007fbf"), (14, "plane", "#007fff"),
+    (15, "harbor", "#00649b")])  # fmt: skip
 ISAID_MASK = re.compile(r"^(?P<stem>.+)_instance_color_RGB\.png$", re.I)
 
 
@@ -304,7 +310,7 @@ def isaid(root: Path) -> BuildResult:
     scenes = []
     for img in images:
         split = _split_of(img, root)
-        scene: dict[str, Any] = {"id": _safe_id(img.stem), "split": split, "modalities": {
+        scene: dict[str, Any] = {"id": safe_name(img.stem), "split": split, "modalities": {
             "image": {"path": str(img), "roles": ["red", "green", "blue"]}}}  # fmt: skip
         mask = masks.get((split, img.stem))
         if mask is not None:
@@ -333,29 +339,15 @@ def pattern(root: Path, images: str = "**/*.tif", labels: str | None = None,
     scenes = []
     hits = sorted(Path(p) for p in glob.glob(str(root / images), recursive=True))
     for img in (p for p in hits if p.is_file()):
-        fields: dict[str, Any] = {"stem": img.stem, "name": img.name, "ext": img.suffix,
-                                  "dir": os.path.relpath(img.parent, root),
-                                  "split": _split_of(img, root) or ""}  # fmt: skip
-        if regex is not None:
-            m = regex.search(img.name)
-            if m is None:
-                notes.append(f"{img.relative_to(root)}: name does not match {match!r}; skipped")
-                continue
-            fields.update({k: v for k, v in m.groupdict().items() if v is not None})
-        mods: dict[str, Any] = {image_name: {"path": str(img)}}
-        if roles:
-            mods[image_name]["roles"] = roles
-        missing = None
-        for name, tpl in (modalities or {}).items():
-            path = root / _fill(tpl, fields, "--modality")
-            if not path.is_file():
-                missing = path
-                break
-            mods[name] = {"path": str(path)}
-        if missing is not None:
-            notes.append(f"{img.relative_to(root)}: no {missing.relative_to(root)}; skipped")
+        fields = _pattern_fields(img, root, regex, notes)
+        if fields is None:
             continue
-        scene: dict[str, Any] = {"id": _safe_id(_fill(id, fields, "--id")), "modalities": mods,
+        image: dict[str, Any] = {"path": str(img), **({"roles": roles} if roles else {})}
+        mods = _templated_modalities(img, root, fields, modalities or {}, notes)
+        if mods is None:
+            continue
+        scene: dict[str, Any] = {"id": safe_name(_fill(id, fields, "--id")),
+                                 "modalities": {image_name: image, **mods},
                                  "split": fields["split"] or None}  # fmt: skip
         if labels:
             lab = root / _fill(labels, fields, "--labels")
@@ -366,6 +358,35 @@ def pattern(root: Path, images: str = "**/*.tif", labels: str | None = None,
         scenes.append(scene)
     return _catalog(root.name, classes or [], scenes, root, notes,
                     f"images matching {images!r}")  # fmt: skip
+
+
+def _pattern_fields(img: Path, root: Path, regex: re.Pattern[str] | None,
+                    notes: list[str]) -> dict[str, Any] | None:  # fmt: skip
+    """Template fields of an image, or None (noted) when its name does not match ``regex``."""
+    fields: dict[str, Any] = {"stem": img.stem, "name": img.name, "ext": img.suffix,
+                              "dir": os.path.relpath(img.parent, root),
+                              "split": _split_of(img, root) or ""}  # fmt: skip
+    if regex is None:
+        return fields
+    m = regex.search(img.name)
+    if m is None:
+        notes.append(f"{img.relative_to(root)}: name does not match {regex.pattern!r}; skipped")
+        return None
+    return fields | {k: v for k, v in m.groupdict().items() if v is not None}
+
+
+def _templated_modalities(img: Path, root: Path, fields: Mapping[str, Any],
+                          templates: Mapping[str, str],
+                          notes: list[str]) -> dict[str, Any] | None:  # fmt: skip
+    """The other modalities of an image, or None (noted) when one of their files is missing."""
+    mods: dict[str, Any] = {}
+    for name, tpl in templates.items():
+        path = root / _fill(tpl, fields, "--modality")
+        if not path.is_file():
+            notes.append(f"{img.relative_to(root)}: no {path.relative_to(root)}; skipped")
+            return None
+        mods[name] = {"path": str(path)}
+    return mods
 
 
 def _fill(template: str, fields: Mapping[str, Any], option: str) -> str:

@@ -1,6 +1,7 @@
-"""STAC catalogs (pystac) as geoseg catalogs: one Item per scene, its assets carry roles.
+"""Reading STAC (pystac) as a catalog spec: one Item per scene, its assets carry roles.
 
-Mapping (both directions, so YAML -> STAC -> YAML gives the same scenes):
+Mapping (both directions, so YAML -> STAC -> YAML gives the same scenes; writing is
+``geoseg.catalog.stac_export``):
 
 - Item ``id`` -> scene id; ``datetime`` -> scene datetime; ``geoseg:split`` or
   ``ml-aoi:split`` (``validate`` means ``val``) -> split.
@@ -19,26 +20,16 @@ s3, gs and az URLs are read through GDAL's virtual file systems (/vsicurl/, /vsi
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pystac
-from pydantic import ValidationError
 
-from geoseg.bundle.card import ClassInfo
-from geoseg.catalog.spec import (
-    Catalog,
-    CatalogScene,
-    CatalogSpec,
-    LabelSpec,
-    ModalitySpec,
-    config_error,
-    is_local,
-    resolve_href,
-)
+from geoseg.catalog.paths import resolve_href
+from geoseg.catalog.spec import CatalogScene, CatalogSpec
+from geoseg.config import parse
 from geoseg.errors import ConfigError
 
 STAC_TYPES = {"FeatureCollection", "Collection", "Catalog", "Feature"}
@@ -61,40 +52,39 @@ def is_stac(path: str | Path) -> bool:
         "stac_version" in data or data.get("type") == "FeatureCollection")
 
 
-def load_stac(path: str | Path) -> Catalog:
-    """Read a STAC file into a Catalog (items of a Collection/Catalog are followed, recursively)."""
+def read_stac(path: str | Path) -> CatalogSpec:
+    """The catalog spec of a STAC file (items of a Collection/Catalog are followed, recursively;
+    hrefs made absolute). ``geoseg.catalog.loader.load_stac`` wraps it in a Catalog."""
     path = Path(path).resolve()
+    parent, items = _read_items(path)
+    if not items:
+        raise ConfigError(f"{path}: the STAC file has no items; add one Item per scene")
+    scenes = [scene_from_item(it, path.parent, path) for it in items]
+    spec_data = {
+        "name": getattr(parent, "id", "") or _extra(parent).get("id") or path.stem,
+        "description": (getattr(parent, "description", "") or "") if parent else "",
+        "classes": [_class_from_stac(c) for c in _classes_field(parent, items)],
+        "scenes": scenes,
+    }
+    return parse(CatalogSpec, spec_data, path)
+
+
+def _read_items(path: Path) -> tuple[Any, list[pystac.Item]]:
+    """The parent (ItemCollection, Collection, Catalog or None) and the items of a STAC file."""
     try:
         data = json.loads(path.read_text())
         kind = data.get("type")
-        parent: Any = None
         if kind == "FeatureCollection":
             parent = pystac.ItemCollection.from_dict(data, preserve_dict=False)
-            items = list(parent.items)
-        elif kind == "Feature":
-            items = [pystac.Item.from_file(str(path))]
-        else:
-            parent = pystac.read_file(str(path))
-            items = list(parent.get_items(recursive=True))
+            return parent, list(parent.items)
+        if kind == "Feature":
+            return None, [pystac.Item.from_file(str(path))]
+        parent = pystac.read_file(str(path))
+        return parent, list(parent.get_items(recursive=True))
     except (pystac.STACError, ValueError, KeyError, TypeError, OSError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{path}: not a readable STAC file ({detail}); check it with a STAC "
                           "validator") from None  # fmt: skip
-    if not items:
-        raise ConfigError(f"{path}: the STAC file has no items; add one Item per scene")
-    scenes = [scene_from_item(it, path.parent, path) for it in items]
-    raw_classes = _classes_field(parent, items)
-    spec_data = {
-        "name": getattr(parent, "id", "") or _extra(parent).get("id") or path.stem,
-        "description": (getattr(parent, "description", "") or "") if parent else "",
-        "classes": [_class_from_stac(c) for c in raw_classes],
-        "scenes": scenes,
-    }
-    try:
-        spec = CatalogSpec.model_validate(spec_data)
-    except ValidationError as exc:
-        raise config_error(exc, path, spec_data, None, CatalogSpec) from None
-    return Catalog(spec, path)
 
 
 def scene_from_item(item: pystac.Item, base: Path, source: Path) -> CatalogScene:
@@ -117,11 +107,7 @@ def scene_from_item(item: pystac.Item, base: Path, source: Path) -> CatalogScene
     data = {"id": item.id, "modalities": modalities, "labels": labels,
             "split": SPLIT_ALIASES.get(str(split).lower(), split) if split else None,
             "datetime": None if item.properties.get("geoseg:datetime_unknown") else item.datetime}
-    try:
-        return CatalogScene.model_validate(data)
-    except ValidationError as exc:
-        raise config_error(exc, f"{source} (item {item.id!r})", data, None,
-                           CatalogScene) from None  # fmt: skip
+    return parse(CatalogScene, data, f"{source} (item {item.id!r})")
 
 
 def _modality_from_asset(href: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -192,89 +178,3 @@ def _class_from_stac(c: dict[str, Any]) -> dict[str, Any]:
     if c.get("color_hint"):
         out["color"] = "#" + str(c["color_hint"]).lstrip("#")
     return out
-
-
-def _class_to_stac(c: ClassInfo) -> dict[str, Any]:
-    return {"value": c.id, "name": c.name, "description": c.name,
-            "color_hint": c.color.lstrip("#").upper()}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- export
-
-
-def to_item_collection(catalog: Catalog, relative_to: str | Path | None = None,
-                       footprints: bool = True) -> pystac.ItemCollection:  # fmt: skip
-    """The catalog as a STAC ItemCollection (hrefs relative to ``relative_to`` when given)."""
-    classes = [_class_to_stac(c) for c in catalog.classes]
-    items = [_item(s, classes, relative_to, footprints) for s in catalog.scenes]
-    extra = {"classification:classes": classes} if classes else {}
-    if catalog.spec.name:
-        extra["id"] = catalog.spec.name
-    return pystac.ItemCollection(items, extra_fields=extra)
-
-
-def write_stac(catalog: Catalog, path: str | Path) -> Path:
-    """Write the catalog as one STAC ItemCollection JSON file (hrefs relative to it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ic = to_item_collection(catalog, relative_to=path.parent.resolve())
-    path.write_text(json.dumps(ic.to_dict(transform_hrefs=False), indent=2))
-    return path
-
-
-def _item(s: CatalogScene, classes: list[dict[str, Any]], relative_to: str | Path | None,
-          footprints: bool) -> pystac.Item:  # fmt: skip
-    def href(p: str) -> str:
-        if relative_to is None or not is_local(p):
-            return p.replace("/vsicurl/", "", 1) if p.startswith("/vsicurl/") else p
-        return os.path.relpath(p, relative_to)
-
-    bbox = _bbox(s) if footprints else None
-    geometry = None if bbox is None else {
-        "type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]],
-                                            [bbox[2], bbox[3]], [bbox[0], bbox[3]],
-                                            [bbox[0], bbox[1]]]]}  # fmt: skip
-    when = s.datetime or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    props: dict[str, Any] = {}
-    if s.split:
-        props["geoseg:split"] = s.split
-    if s.datetime is None:
-        props["geoseg:datetime_unknown"] = True  # STAC needs a datetime; this one is a stand-in
-    item = pystac.Item(s.id, geometry, bbox, when, props)
-    for name, m in s.modalities.items():
-        extra: dict[str, Any] = {"geoseg:modality": name}
-        if m.bands is not None:
-            extra["geoseg:bands"] = m.bands
-        if m.roles is not None:
-            extra["geoseg:roles"] = m.roles
-        if m.resampling:
-            extra["geoseg:resampling"] = m.resampling
-        item.add_asset(name, pystac.Asset(href(m.path), roles=["data"], extra_fields=extra))
-    if s.labels:
-        lab = s.labels
-        extra = {f"geoseg:{k}": v for k, v in lab.model_dump(exclude_defaults=True).items()
-                 if k not in ("path", "kind")}  # fmt: skip
-        if classes:
-            extra["classification:classes"] = classes
-        item.properties["label:type"] = lab.kind
-        item.add_asset("labels", pystac.Asset(href(lab.path), roles=["labels"], extra_fields=extra))
-    return item
-
-
-def _bbox(s: CatalogScene) -> list[float] | None:
-    """WGS84 bounds of the reference raster, or None if it cannot be read."""
-    import rasterio
-    from rasterio.warp import transform_bounds
-
-    try:
-        with rasterio.open(s.modalities[s.reference].path) as ds:
-            if ds.crs is None:
-                return None
-            return list(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21))
-    except Exception:
-        return None
-
-
-# re-exported for callers that build scenes by hand
-__all__ = ["LabelSpec", "ModalitySpec", "is_stac", "load_stac", "scene_from_item",
-           "to_item_collection", "write_stac"]  # fmt: skip

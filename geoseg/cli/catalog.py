@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import parse_pairs
 from geoseg.errors import ConfigError
 
 
@@ -26,7 +27,8 @@ def catalog_group() -> None:
 @click.option("--quick", is_flag=True, help="Headers only: skip reading pixels and label values.")
 def validate_cmd(catalog: str, quick: bool) -> None:
     """Check that every file of CATALOG exists and opens, grids overlap and classes match."""
-    from geoseg.catalog.spec import load_catalog, validate_catalog
+    from geoseg.catalog.loader import load_catalog
+    from geoseg.catalog.validate import validate_catalog
 
     cat = load_catalog(catalog)
     check = validate_catalog(cat, pixels=not quick)
@@ -46,7 +48,8 @@ def validate_cmd(catalog: str, quick: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
 def show_cmd(catalog: str, as_json: bool) -> None:
     """Summarise CATALOG: scenes, splits, modalities and band roles, labels, classes."""
-    from geoseg.catalog.spec import format_table, load_catalog
+    from geoseg.catalog.loader import load_catalog
+    from geoseg.catalog.validate import format_table
 
     cat = load_catalog(catalog)
     if as_json:
@@ -140,7 +143,7 @@ def build_cmd(layout: str, directory: str, output: str, images: str | None, labe
               help=".yaml for a geoseg catalog, .json for a STAC ItemCollection.")
 def convert_cmd(catalog: str, output: str) -> None:
     """Convert CATALOG between YAML and STAC (paths rewritten relative to OUTPUT)."""
-    from geoseg.catalog.spec import load_catalog
+    from geoseg.catalog.loader import load_catalog
 
     cat = load_catalog(catalog)
     _write(cat, Path(output))
@@ -168,15 +171,9 @@ def run_cmd(pipeline: str, workdir: str | None, steps: tuple[str, ...], no_progr
         sys.exit(1)
 
 
-def register(cli: click.Group) -> None:
-    """Add ``catalog`` and ``run`` to the main ``geoseg`` command group."""
-    cli.add_command(catalog_group, "catalog")
-    cli.add_command(run_cmd, "run")
-
-
 def _write(catalog, path: Path) -> None:
     if path.suffix.lower() == ".json":
-        from geoseg.catalog.stac import write_stac
+        from geoseg.catalog.stac_export import write_stac
 
         write_stac(catalog, path)
     elif path.suffix.lower() in (".yaml", ".yml"):
@@ -191,6 +188,4 @@ def _only(layout: str, option: str, layouts: set[str]) -> None:
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
-    from geoseg.cli.main import parse_pairs
-
     return parse_pairs(values, what, example="dem=dem/{stem}.tif")

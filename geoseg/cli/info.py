@@ -10,6 +10,7 @@ from geoseg.errors import InputError
 
 
 def describe(path: str) -> dict[str, Any]:
+    """What a raster (size, bands, CRS, grid, masks) or a bundle (its card) holds."""
     p = Path(path)
     if p.is_dir() or (p.is_file() and p.suffix in {".pt", ".pth", ".ckpt", ".pkl"}):
         card = read_card(p)

@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from geoseg._files import safe_name
+from geoseg.cli.options import options_from, predict_options
 from geoseg.errors import ConfigError, InputError
 
 
@@ -39,32 +40,10 @@ def train_cmd(pipeline: str, profile: str | None, workdir: str | None, only: tup
     trains on its own windows with DistributedDataParallel; rank 0 writes the outputs.
     """
     from geoseg.pipeline.pipeline import Pipeline
-    from geoseg.pipeline.profiles import Profiled
 
     pipe = Pipeline.load(pipeline)
-    if not any(s.type == "train" for s in pipe.steps):
-        raise ConfigError(f"{pipeline}: no step of type train; use `geoseg run` for other "
-                          "pipelines, or add a train step")  # fmt: skip
-    if profile is not None and not any(
-            isinstance(s, Profiled) and profile in s.profiles for s in pipe.steps):
-        names = sorted({p for s in pipe.steps if isinstance(s, Profiled) for p in s.profiles})
-        raise ConfigError(f"{pipeline}: no step has profile {profile!r}; profiles: "
-                          f"{names or 'none'}")  # fmt: skip
-    steps = []
-    for s in pipe.steps:
-        if isinstance(s, Profiled):
-            over: dict[str, Any] = {}
-            if device is not None:
-                over["device"] = device
-            if s.type == "train":
-                if n_steps is not None:
-                    over["steps"] = n_steps
-                if not resume:
-                    over["resume"] = False
-            s = s.with_profile(profile if profile in s.profiles else None, over,
-                               {"stop_after": stop_after})  # fmt: skip
-            s.config()  # the effective settings must validate before anything runs
-        steps.append(s)
+    _check_train_pipeline(pipe, pipeline, profile)
+    steps = [_override(s, profile, device, n_steps, resume, stop_after) for s in pipe.steps]
     run = type(pipe)(pipe.spec, steps, pipe.source)
     if stop_after is not None:
         only = only or tuple(str(s.name) for s in steps if s.type == "train")
@@ -73,8 +52,39 @@ def train_cmd(pipeline: str, profile: str | None, workdir: str | None, only: tup
         sys.exit(1)
 
 
-def _safe_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "scene"
+def _check_train_pipeline(pipe: Any, pipeline: str, profile: str | None) -> None:
+    """The pipeline has a train step, and ``--profile`` (if given) is defined by some step."""
+    from geoseg.pipeline.profiles import Profiled
+
+    if not any(s.type == "train" for s in pipe.steps):
+        raise ConfigError(f"{pipeline}: no step of type train; use `geoseg run` for other "
+                          "pipelines, or add a train step")  # fmt: skip
+    if profile is not None and not any(
+            isinstance(s, Profiled) and profile in s.profiles for s in pipe.steps):
+        names = sorted({p for s in pipe.steps if isinstance(s, Profiled) for p in s.profiles})
+        raise ConfigError(f"{pipeline}: no step has profile {profile!r}; profiles: "
+                          f"{names or 'none'}")  # fmt: skip
+
+
+def _override(step: Any, profile: str | None, device: str | None, n_steps: int | None,
+              resume: bool, stop_after: int | None) -> Any:  # fmt: skip
+    """``step`` with the command line's profile and overrides, validated before anything runs."""
+    from geoseg.pipeline.profiles import Profiled
+
+    if not isinstance(step, Profiled):
+        return step
+    over: dict[str, Any] = {}
+    if device is not None:
+        over["device"] = device
+    if step.type == "train":
+        if n_steps is not None:
+            over["steps"] = n_steps
+        if not resume:
+            over["resume"] = False
+    step = step.with_profile(profile if profile in step.profiles else None, over,
+                             {"stop_after": stop_after})  # fmt: skip
+    step.config()  # the effective settings must validate before anything runs
+    return step
 
 
 @click.command("evaluate")
@@ -99,15 +109,7 @@ def _safe_id(text: str) -> str:
               help="Vector labels: class id of pixels outside every polygon.")
 @click.option("--extent", type=click.Choice(["scene", "labels"]), default="scene",
               show_default=True, help="Vector labels: area where --background applies.")
-@click.option("--bands", default=None, help="Bands of IMAGE feeding the model, e.g. 1,2,3.")
-@click.option("--tile", type=int, default=None, help="Model tile size (default: bundle's).")
-@click.option("--overlap", type=int, default=None, help="Tile overlap px (default: halo).")
-@click.option("--chunk", type=int, default=2048, show_default=True, help="Output chunk, px.")
-@click.option("--batch", type=int, default=None, help="Tiles per model call (default: 1 CPU, 8 CUDA).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--workers", type=int, default=None, help="Parallel chunk tasks.")
-@click.option("--tiles-dir", default="tiles", show_default=True, help="Tile store workspace.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@predict_options()
 def evaluate_cmd(image: str | None, model: str, out: str, labels: str | None, **kw: Any) -> None:
     """Evaluate a bundle against labels: IMAGE with --labels, a --catalog, or --holdout.
 
@@ -115,46 +117,51 @@ def evaluate_cmd(image: str | None, model: str, out: str, labels: str | None, **
     IoU/F1/precision/recall, mIoU, overall accuracy, Cohen's kappa. Writes evaluation.json,
     evaluation.md and evaluation_confusion.png into --out.
     """
-    from geoseg.evaluation.evaluate import evaluate, holdout_regions
-    from geoseg.runs.predict import PredictOptions
-    from geoseg.scene.labels import VectorLabels
-    from geoseg.scene.scene import parse_band_spec
+    from geoseg.evaluation.evaluate import evaluate
 
     sources = sum(x is not None for x in (image, kw["catalog"], kw["holdout"]))
     if sources != 1:
         raise InputError("give exactly one of: IMAGE --labels LABELS, --catalog CATALOG, "
                          "--holdout TRAIN_REPORT")  # fmt: skip
+    scenes, regions, vl = _eval_scenes(image, model, labels, kw)
+    rep = evaluate(model, scenes, out, options_from(kw), ignore_classes=list(kw["ignore_class"]),
+                   vector_labels=vl, regions=regions)  # fmt: skip
+    _echo_evaluation(rep, len(scenes), Path(out))
+
+
+def _eval_scenes(image: str | None, model: str, labels: str | None,
+                 kw: dict[str, Any]) -> tuple[list[Any], dict[str, Any] | None, Any]:  # fmt: skip
+    """Scenes, regions (None: whole scenes) and vector-label settings of ``geoseg evaluate``."""
+    from geoseg.evaluation.evaluate import holdout_regions
+    from geoseg.scene.labels import VectorLabels
+
     vl = VectorLabels(background=kw["background"], extent=kw["extent"])
-    regions = None
     if image is not None:
-        scenes = [_image_scene(image, model, labels, kw)]
-    elif kw["catalog"]:
-        from geoseg.catalog.spec import load_catalog
+        return [_image_scene(image, model, labels, kw)], None, vl
+    if kw["catalog"]:
+        from geoseg.catalog.loader import load_catalog
 
         cat = load_catalog(kw["catalog"])
         scenes = [s for s in cat.select(list(kw["scene_ids"]) or None, kw["split"]) if s.labels]
-    else:
-        scenes, regions, vl_report = holdout_regions(kw["holdout"])
-        if kw["background"] is None:
-            vl = vl_report
-    opts = PredictOptions(tile=kw["tile"], overlap=kw["overlap"], chunk=kw["chunk"],
-                          batch=kw["batch"], device=kw["device"], workers=kw["workers"],
-                          bands=parse_band_spec(kw["bands"]), tiles_dir=Path(kw["tiles_dir"]),
-                          progress=not kw["no_progress"])  # fmt: skip
-    rep = evaluate(model, scenes, out, opts, ignore_classes=list(kw["ignore_class"]),
-                   vector_labels=vl, regions=regions)  # fmt: skip
+        return scenes, None, vl
+    scenes, regions, vl_report = holdout_regions(kw["holdout"])
+    return scenes, regions, vl_report if kw["background"] is None else vl
+
+
+def _echo_evaluation(rep: dict[str, Any], n_scenes: int, out: Path) -> None:
+    """The summary, per-class IoU/F1 and the written files, on stdout."""
 
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.2f} %"
 
-    click.echo(f"{len(scenes)} scene(s), {rep['pixels']:,} labelled pixels "
+    click.echo(f"{n_scenes} scene(s), {rep['pixels']:,} labelled pixels "
                f"({rep['regions']}): mIoU {pct(rep['miou'])}, OA "
                f"{pct(rep['overall_accuracy'])}, kappa "
                f"{'–' if rep['kappa'] is None else round(rep['kappa'], 4)}")  # fmt: skip
     for name, c in rep["per_class"].items():
         click.echo(f"  {name:16s} IoU {pct(c['iou']):>9s}  F1 {pct(c['f1']):>9s}")
     for stem in ("evaluation.json", "evaluation.md", "evaluation_confusion.png"):
-        click.echo(f"  {Path(out) / stem}")
+        click.echo(f"  {out / stem}")
 
 
 def _image_scene(image: str, model: str, labels: str | None, kw: dict[str, Any]) -> Any:
@@ -180,7 +187,7 @@ def _image_scene(image: str, model: str, labels: str | None, kw: dict[str, Any])
         if kw["ignore_value"] is not None:
             lab["ignore"] = kw["ignore_value"]
     try:
-        return CatalogScene.model_validate({"id": _safe_id(Path(image).stem),
+        return CatalogScene.model_validate({"id": safe_name(Path(image).stem),
                                             "modalities": mods, "labels": lab})
     except ValueError as exc:
         raise InputError(f"{labels}: {str(exc).splitlines()[-1].strip()}") from None
@@ -191,15 +198,3 @@ def register(cli: click.Group) -> None:
     cli.add_command(train_cmd)
     cli.add_command(evaluate_cmd)
 
-
-def main() -> None:
-    """``python -m geoseg.cli.train``: the geoseg CLI with these commands (if not wired yet)."""
-    from geoseg.cli import main as base
-
-    if "train" not in base.cli.commands:
-        register(base.cli)
-    base.main()
-
-
-if __name__ == "__main__":
-    main()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from geoseg.errors import InputError
 from geoseg.evaluation.metrics import ConfusionMatrix, write_metrics
 from geoseg.geometry.grid import GridBox
 from geoseg.geometry.window import PixelWindow
-from geoseg.runs.predict import PredictOptions
+from geoseg.runs.options import PredictOptions
 from geoseg.scene.labels import VectorLabels, open_labels
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,24 @@ def score_scene(classes_tif: str | Path, cs: CatalogScene, card: ModelCard,
     lut = _id_lut(card)
     cm = ConfusionMatrix(card.num_classes)
     missing = 0
-    windows = [PixelWindow(*w) for w in grid.chunks(chunk)]
     with rasterio.open(classes_tif) as ds:
-        for w in windows:
-            for r in regions if regions is not None else [w]:
-                part = PixelWindow(max(w.r0, r.r0), min(w.r1, r.r1), max(w.c0, r.c0), min(w.c1, r.c1))
-                if part.area == 0:
-                    continue
-                win = rasterio.windows.Window(part.c0, part.r0, part.c1 - part.c0,
-                                              part.r1 - part.r0)  # fmt: skip
-                pred = lut[ds.read(1, window=win)]
-                target = labels.read(part.r0, part.r1, part.c0, part.c1)
-                missing += int(((pred == IGNORE) & (target != IGNORE)).sum())
-                cm.update(pred, target)
+        for part in _scored_windows(grid, regions, chunk):
+            win = rasterio.windows.Window(part.c0, part.r0, part.width, part.height)
+            pred = lut[ds.read(1, window=win)]
+            target = labels.read(part)
+            missing += int(((pred == IGNORE) & (target != IGNORE)).sum())
+            cm.update(pred, target)
     return cm, missing
+
+
+def _scored_windows(grid: GridBox, regions: Sequence[PixelWindow] | None,
+                    chunk: int) -> Iterator[PixelWindow]:  # fmt: skip
+    """The chunks of ``grid`` (row-major), each cut to the regions it overlaps."""
+    for w in grid.chunks(chunk):
+        for r in regions if regions is not None else [w]:
+            part = w.intersection(r)
+            if part is not None:
+                yield part
 
 
 def evaluate(
@@ -116,43 +121,64 @@ def evaluate(
 ) -> dict[str, Any]:
     """Predict and score every scene; returns the report (also written to ``out_dir``)."""
     from geoseg.bundle.formats import read_model_card
-    from geoseg.runs.batch import scene_inputs
-    from geoseg.runs.predict import predict
 
     card = read_model_card(model)
     if not scenes:
         raise InputError("no labelled scene to evaluate; check the catalog, split or scenes")
     opts = (options or PredictOptions()).model_copy(update={"vector": "none"})
-    vector_labels = vector_labels or VectorLabels()
-    ignored = class_indices(card, ignore_classes)
-    names = [c.name for c in card.classes]
-    out = Path(out_dir)
+    run = _Run(model, card, Path(out_dir), opts, vector_labels or VectorLabels(),
+               class_indices(card, ignore_classes), chunk)  # fmt: skip
     total = ConfusionMatrix(card.num_classes)
     per_scene: dict[str, Any] = {}
     t0 = time.perf_counter()
     for cs in scenes:
-        if cs.labels is None:
-            raise InputError(f"scene {cs.id!r} has no labels to evaluate against; add labels:")
-        image, extra, sopts = scene_inputs(cs, card, opts)
-        rep = predict(image, model, out / cs.id, extra, sopts, name=cs.id)
         rects = None if regions is None else list(regions.get(cs.id, []))
-        cm, missing = score_scene(rep["outputs"]["classes"], cs, card, vector_labels, rects,
-                                  chunk)  # fmt: skip
+        cm, per_scene[cs.id] = run.score(cs, rects)
         total += cm
-        m = cm.metrics(names, ignored)
-        per_scene[cs.id] = {"miou": m["miou"], "overall_accuracy": m["overall_accuracy"],
-                            "kappa": m["kappa"], "pixels": m["pixels"],
-                            "labelled_without_prediction": missing,
-                            "regions": None if rects is None else [r.as_list() for r in rects],
-                            "classes_tif": rep["outputs"]["classes"],
-                            "per_class_iou": {n: c["iou"] for n, c in m["per_class"].items()}}
-        log.info("evaluated %s: mIoU %s over %d px", cs.id, m["miou"], m["pixels"])
-    metrics = total.metrics(names, ignored)
-    report = {**metrics, "model": str(model), "architecture": card.architecture,
-              "scenes": per_scene, "regions": "held-out areas" if regions is not None else
-              "whole scenes", "seconds": round(time.perf_counter() - t0, 2),
-              "settings": {**opts.model_dump(mode="json"), "chunk_scored": chunk,
-                           "vector_labels": vector_labels.model_dump()}}  # fmt: skip
-    write_metrics(report, out, "evaluation",
+    report = {**total.metrics(run.names, run.ignored), "model": str(model),
+              "architecture": card.architecture, "scenes": per_scene,
+              "regions": "held-out areas" if regions is not None else "whole scenes",
+              "seconds": round(time.perf_counter() - t0, 2),
+              "settings": {**run.opts.model_dump(mode="json"), "chunk_scored": chunk,
+                           "vector_labels": run.vector_labels.model_dump()}}  # fmt: skip
+    write_metrics(report, run.out, "evaluation",
                   title or f"Evaluation of {Path(model).name} ({card.architecture})")  # fmt: skip
     return report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The settings one evaluation applies to each of its scenes."""
+
+    model: str | Path
+    card: ModelCard
+    out: Path
+    opts: PredictOptions
+    vector_labels: VectorLabels
+    ignored: list[int]
+    chunk: int
+
+    @property
+    def names(self) -> list[str]:
+        """Class names, in index order."""
+        return [c.name for c in self.card.classes]
+
+    def score(self, cs: CatalogScene, rects: list[PixelWindow] | None) -> tuple[ConfusionMatrix, dict]:
+        """Predict ``cs`` into ``out/<id>`` and score it: its matrix and its report entry."""
+        from geoseg.runs.batch import scene_inputs
+        from geoseg.runs.predict import predict
+
+        if cs.labels is None:
+            raise InputError(f"scene {cs.id!r} has no labels to evaluate against; add labels:")
+        image, extra, sopts = scene_inputs(cs, self.card, self.opts)
+        rep = predict(image, self.model, self.out / cs.id, extra, sopts, name=cs.id)
+        classes_tif = rep["outputs"]["classes"]
+        cm, missing = score_scene(classes_tif, cs, self.card, self.vector_labels, rects, self.chunk)
+        m = cm.metrics(self.names, self.ignored)
+        log.info("evaluated %s: mIoU %s over %d px", cs.id, m["miou"], m["pixels"])
+        return cm, {"miou": m["miou"], "overall_accuracy": m["overall_accuracy"],
+                    "kappa": m["kappa"], "pixels": m["pixels"],
+                    "labelled_without_prediction": missing,
+                    "regions": None if rects is None else [r.as_list() for r in rects],
+                    "classes_tif": classes_tif,
+                    "per_class_iou": {n: c["iou"] for n, c in m["per_class"].items()}}  # fmt: skip

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from geoseg._files import atomic_path, atomic_write_text
 from geoseg.config import IGNORE
+from geoseg.errors import InputError
 
 
 class ConfusionMatrix:
@@ -24,7 +26,7 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE):
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise InputError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -35,7 +37,7 @@ class ConfusionMatrix:
         pred = np.asarray(pred).ravel().astype(np.int64)
         target = np.asarray(target).ravel().astype(np.int64)
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {pred.shape} and target {target.shape} differ")
+            raise InputError(f"prediction {pred.shape} and target {target.shape} differ")
         k = self.num_classes
         keep = (target != self.ignore_index) & (target >= 0) & (target < k)
         keep &= (pred >= 0) & (pred < k)
@@ -51,6 +53,7 @@ class ConfusionMatrix:
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray | Sequence[Sequence[int]]) -> ConfusionMatrix:
+        """A confusion matrix holding a copy of ``matrix`` (K×K counts)."""
         m = np.asarray(matrix, dtype=np.int64)
         cm = cls(m.shape[0])
         cm.matrix = m.copy()
@@ -58,6 +61,7 @@ class ConfusionMatrix:
 
     @property
     def total(self) -> int:
+        """Pixels counted so far."""
         return int(self.matrix.sum())
 
     def metrics(self, names: Sequence[str] | None = None,
@@ -70,6 +74,10 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.nan)
     np.divide(num, den, out=out, where=den > 0)
     return out
+
+
+#: the key of each per-class rate's mean in the metrics
+_MEANS = {"iou": "miou", "f1": "mean_f1", "precision": "mean_precision", "recall": "mean_recall"}
 
 
 def compute_metrics(matrix: np.ndarray, names: Sequence[str] | None = None,
@@ -85,41 +93,22 @@ def compute_metrics(matrix: np.ndarray, names: Sequence[str] | None = None,
     m = np.asarray(matrix, dtype=np.float64)
     k = m.shape[0]
     names = list(names) if names is not None else [f"class_{i}" for i in range(k)]
-    tp = np.diag(m)
-    ref = m.sum(axis=1)
-    pred = m.sum(axis=0)
-    fp, fn = pred - tp, ref - tp
-    iou = _ratio(tp, tp + fp + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    precision = _ratio(tp, pred)
-    recall = _ratio(tp, ref)
-    n = m.sum()
-    oa = float(tp.sum() / n) if n else math.nan
-    pe = float((ref * pred).sum() / (n * n)) if n else math.nan
-    kappa = (oa - pe) / (1 - pe) if n and pe < 1 else (1.0 if n else math.nan)
+    rates = _class_rates(m)
+    n, oa, kappa = _agreement(m)
     ignored = sorted({int(i) for i in ignore_classes})
     bad = [i for i in ignored if not 0 <= i < k]
     if bad:
-        raise ValueError(f"ignored class index {bad[0]} outside 0..{k - 1}")
+        raise InputError(f"ignored class index {bad[0]} outside 0..{k - 1}")
     used = np.array([i not in ignored for i in range(k)])
-
-    def mean(values: np.ndarray) -> float:
-        sel = values[used]
-        sel = sel[~np.isnan(sel)]
-        return float(sel.mean()) if sel.size else math.nan
-
+    ref, pred = m.sum(axis=1), m.sum(axis=0)
     per_class = {
-        names[i]: {"index": i, "iou": _num(iou[i]), "f1": _num(f1[i]),
-                   "precision": _num(precision[i]), "recall": _num(recall[i]),
+        names[i]: {"index": i, **{key: _num(v[i]) for key, v in rates.items()},
                    "reference_pixels": int(ref[i]), "predicted_pixels": int(pred[i]),
                    "in_mean": bool(used[i])}
         for i in range(k)
     }  # fmt: skip
     return {
-        "miou": _num(mean(iou)),
-        "mean_f1": _num(mean(f1)),
-        "mean_precision": _num(mean(precision)),
-        "mean_recall": _num(mean(recall)),
+        **{_MEANS[key]: _num(_mean(v, used)) for key, v in rates.items()},
         "overall_accuracy": _num(oa),
         "kappa": _num(kappa),
         "pixels": int(n),
@@ -129,6 +118,33 @@ def compute_metrics(matrix: np.ndarray, names: Sequence[str] | None = None,
         "confusion_matrix": m.astype(np.int64).tolist(),
         "class_names": names,
     }
+
+
+def _class_rates(m: np.ndarray) -> dict[str, np.ndarray]:
+    """IoU, F1, precision and recall per class (NaN where undefined) of a K×K matrix."""
+    tp = np.diag(m)
+    ref = m.sum(axis=1)
+    pred = m.sum(axis=0)
+    fp, fn = pred - tp, ref - tp
+    return {"iou": _ratio(tp, tp + fp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "precision": _ratio(tp, pred), "recall": _ratio(tp, ref)}  # fmt: skip
+
+
+def _agreement(m: np.ndarray) -> tuple[float, float, float]:
+    """Pixel count, overall accuracy and Cohen's kappa of a K×K matrix (NaN when empty)."""
+    tp, ref, pred = np.diag(m), m.sum(axis=1), m.sum(axis=0)
+    n = m.sum()
+    oa = float(tp.sum() / n) if n else math.nan
+    pe = float((ref * pred).sum() / (n * n)) if n else math.nan
+    kappa = (oa - pe) / (1 - pe) if n and pe < 1 else (1.0 if n else math.nan)
+    return n, oa, kappa
+
+
+def _mean(values: np.ndarray, used: np.ndarray) -> float:
+    """Mean over the used classes where defined (NaN if none is)."""
+    sel = values[used]
+    sel = sel[~np.isnan(sel)]
+    return float(sel.mean()) if sel.size else math.nan
 
 
 def _num(v: float) -> float | None:
@@ -205,15 +221,14 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of reference row")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 
 def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str = "evaluation",
                   title: str = "Evaluation") -> dict[str, Path]:  # fmt: skip
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>_confusion.png`` into ``out_dir``."""
-    from geoseg._files import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md",

@@ -11,6 +11,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geoseg.errors import GridError
+from geoseg.geometry.window import PixelWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +62,16 @@ class GridBox:
             raise GridError(f"empty window [{r0}:{r1}, {c0}:{c1}] of a {self.shape} grid")
         return GridBox(r1 - r0, c1 - c0, self.transform @ Affine.translation(c0, r0), self.crs)
 
-    def window(self, r0: int, r1: int, c0: int, c1: int) -> GridBox:
-        """Sub-grid of rows r0:r1, cols c0:c1; may extend past the grid (for halos)."""
-        return GridBox(r1 - r0, c1 - c0, self.transform @ Affine.translation(c0, r0), self.crs)
+    def window(self, window: PixelWindow) -> GridBox:
+        """Sub-grid of ``window``; may extend past the grid (for halos)."""
+        return GridBox(window.height, window.width,
+                       self.transform @ Affine.translation(window.c0, window.r0), self.crs)  # fmt: skip
 
-    def chunks(self, size: int) -> Iterator[tuple[int, int, int, int]]:
-        """Row-major (r0, r1, c0, c1) chunk windows of at most ``size`` pixels per side."""
+    def chunks(self, size: int) -> Iterator[PixelWindow]:
+        """Row-major chunk windows of at most ``size`` pixels per side."""
         for r0 in range(0, self.height, size):
             for c0 in range(0, self.width, size):
-                yield r0, min(r0 + size, self.height), c0, min(c0 + size, self.width)
+                yield PixelWindow(r0, min(r0 + size, self.height), c0, min(c0 + size, self.width))
 
     def same_grid(self, other: GridBox, tol: float = 1e-6) -> bool:
         """True when both grids have the same shape, CRS and (almost) the same transform."""

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,8 @@ class PixelWindow:
 
     def as_list(self) -> list[int]:
         return [self.r0, self.r1, self.c0, self.c1]
+
+
+#: a block reader: the pixels of one window, ``(bands, h, w)`` or ``(h, w)``; None when the
+#: whole window is nodata (the tile store's readers, COG and polygon writers' sources)
+BlockReader = Callable[[PixelWindow], "np.ndarray | None"]

@@ -49,10 +49,11 @@ class _Clock:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device of ``device`` (cpu, cuda, cuda:N), refused when not usable here."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+        raise InputError("device=cuda: no CUDA GPU is visible here; use device=cpu")
     if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
-        raise InputError(f"--device {device!r}: use cpu or cuda")
+        raise InputError(f"device={device}: use cpu or cuda")
     return torch.device(device)
 
 
@@ -63,7 +64,7 @@ def open_engine(model: str | Path, device: str = "cpu", threads: int = 1,
         from geoseg.inference.onnx_engine import OnnxEngine
 
         if device != "cpu":
-            raise InputError("ONNX models run on the CPU here (onnxruntime); use --device cpu")
+            raise InputError("ONNX models run on the CPU here (onnxruntime); use device=cpu")
         return OnnxEngine(model, threads)
     return Engine(load_bundle(model, device), device, amp=amp)
 

@@ -11,8 +11,9 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from geoseg.inference.chunks import ChunkJob, accumulate, blend
+from geoseg.inference.chunks import ChunkJob
 from geoseg.inference.engine import Engine
+from geoseg.inference.graph import build_graph
 from geoseg.tiling.plan import TilePlan
 
 
@@ -24,20 +25,14 @@ def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: in
     ids = np.array([c.id for c in engine.card.classes], np.uint8)
     job = ChunkJob(scene, plan, batch, ids, probabilities)
     token = tokenize(id(scene), engine.digest, tile, overlap, chunk, probabilities)
-    acc, blended = f"geoseg-acc-{token}", f"geoseg-blend-{token}"
+    dsk, finals, _ = build_graph(job, engine, list(plan.chunks), prefix="geoseg-",
+                                  suffix=f"-{token}")
     cls_name, prob_name = f"geoseg-classes-{token}", f"geoseg-probs-{token}"
-    dsk: dict = {}
-    for idx in plan.chunks:
-        dsk[(acc, *idx)] = (accumulate, job, engine, idx)
-        parts = []
-        for src in plan.contributors(idx):
-            key = (f"{acc}-piece", *src, *idx)
-            dsk[key] = (_piece, (acc, *src), idx)
-            parts.append(key)
-        dsk[(blended, *idx)] = (blend, job, idx, *parts)
-        dsk[(cls_name, *idx)] = (_item, (blended, *idx), 0)
+    for key in finals:
+        idx = key[1:]
+        dsk[(cls_name, *idx)] = (_item, key, 0)
         if probabilities:
-            dsk[(prob_name, 0, *idx)] = (_item, (blended, *idx), 2)
+            dsk[(prob_name, 0, *idx)] = (_item, key, 2)
     ny, nx = plan.chunk_shape
     rows = tuple(min(chunk, g.height - i * chunk) for i in range(ny))
     cols = tuple(min(chunk, g.width - j * chunk) for j in range(nx))
@@ -48,10 +43,6 @@ def lazy_prediction(scene, engine: Engine, *, tile: int, overlap: int, chunk: in
         graph = HighLevelGraph.from_collections(prob_name, dsk, dependencies=())
         probs = da.Array(graph, prob_name, chunks=((len(ids),), rows, cols), dtype=np.uint8)
     return classes, probs
-
-
-def _piece(result: dict, dst: tuple[int, int]):
-    return result["pieces"].get(dst)
 
 
 def _item(t: tuple, i: int):

@@ -9,14 +9,18 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from geoseg.bundle.card import ClassInfo
+from geoseg.bundle.card import ModelCard
 from geoseg.config import NODATA
+from geoseg.errors import InputError
+from geoseg.geometry.window import PixelWindow
+from geoseg.scene.arrays import ArrayScene
+from geoseg.scene.classes import ClassInfo
 
 
 def _classes_of(arr: xr.DataArray) -> list[ClassInfo]:
     ids = arr.attrs.get("class_ids")
     if ids is None:
-        raise ValueError("not a geoseg prediction (no class_ids attribute); use .geoseg.predict()")
+        raise InputError("not a geoseg prediction (no class_ids attribute); use .geoseg.predict()")
     return [ClassInfo(id=i, name=n, color=c) for i, n, c in
             zip(ids, arr.attrs["class_names"], arr.attrs["class_colors"], strict=True)]  # fmt: skip
 
@@ -26,27 +30,18 @@ def predict_arrays(arrays: Mapping[str, xr.DataArray], model: str | Path, *, til
                    device: str) -> xr.DataArray | xr.Dataset:  # fmt: skip
     """Lazy prediction of modality arrays with a bundle (see ``DataArray.geoseg.predict``)."""
     from geoseg.bundle.bundle import load_bundle
-    from geoseg.errors import InputError
     from geoseg.inference.engine import Engine
     from geoseg.inference.lazy import lazy_prediction
     from geoseg.runtime import default_batch
-    from geoseg.scene.arrays import ArrayScene
 
     bundle = load_bundle(model, device)
     card = bundle.card
-    missing = [m for m in card.modalities if m not in arrays]
-    if missing:
-        raise InputError(f"the model needs modalities {missing}; pass them as arrays")
-    scene = ArrayScene({m: arrays[m] for m in card.modalities})
-    for name, n in scene.band_counts.items():
-        if n != len(card.modalities[name].bands):
-            raise InputError(f"{name!r} has {n} band(s) but the model expects "
-                             f"{len(card.modalities[name].bands)}; select bands with .isel(band=...)")
+    scene = _array_scene(card, arrays)
     tile = tile or card.tile_size
-    batch = batch or default_batch(device)
-    overlap = overlap if overlap is not None else min(card.halo, tile // 4)
+    overlap = overlap if overlap is not None else card.default_overlap(tile)
     classes, probs = lazy_prediction(scene, Engine(bundle, device), tile=tile, overlap=overlap,
-                                     chunk=chunk, batch=batch, probabilities=probabilities)  # fmt: skip
+                                     chunk=chunk, batch=batch or default_batch(device),
+                                     probabilities=probabilities)  # fmt: skip
     ref = next(iter(arrays.values()))
     coords = {"y": ref["y"], "x": ref["x"]}
     attrs = {"class_ids": [c.id for c in card.classes],
@@ -63,6 +58,19 @@ def predict_arrays(arrays: Mapping[str, xr.DataArray], model: str | Path, *, til
                      name="probabilities", attrs={"scale": "p = value / 254"})  # fmt: skip
     p = p.rio.write_crs(scene.grid.crs).rio.write_nodata(NODATA)
     return xr.Dataset({"classes": out, "probabilities": p}, attrs=attrs)
+
+
+def _array_scene(card: ModelCard, arrays: Mapping[str, xr.DataArray]) -> ArrayScene:
+    """The arrays as a scene in the card's modality order, checked against the card."""
+    missing = [m for m in card.modalities if m not in arrays]
+    if missing:
+        raise InputError(f"the model needs modalities {missing}; pass them as arrays")
+    scene = ArrayScene({m: arrays[m] for m in card.modalities})
+    for name, n in scene.band_counts.items():
+        if n != len(card.modalities[name].bands):
+            raise InputError(f"{name!r} has {n} band(s) but the model expects "
+                             f"{len(card.modalities[name].bands)}; select bands with .isel(band=...)")
+    return scene
 
 
 @xr.register_dataarray_accessor("geoseg")
@@ -120,8 +128,8 @@ class GeosegAccessor:
         grid = GridBox(arr.sizes["y"], arr.sizes["x"], arr.rio.transform(), arr.rio.crs)
         data = arr.data
 
-        def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-            return np.asarray(data[r0:r1, c0:c1])
+        def read(window: PixelWindow) -> np.ndarray:
+            return np.asarray(data[window.slices])
 
         return polygonize(read, grid, _classes_of(arr), chunk=chunk, nodata=NODATA,
                           min_area=min_area, simplify=simplify)  # fmt: skip

@@ -22,6 +22,8 @@ from geoseg.models.registry import register
 
 
 class DeepTriNetArgs(StrictModel):
+    """Arguments of ``deeptrinet``."""
+
     encoder: str = "resnet50"
     #: local .safetensors file or a hub name such as "imagenet" (needs network)
     encoder_weights: str | None = None

@@ -29,6 +29,8 @@ from geoseg.models.registry import register
 
 
 class FarSegArgs(StrictModel):
+    """Arguments of ``farseg``."""
+
     encoder: str = "resnet50"
     #: local .safetensors file or a hub name such as "imagenet" (needs network)
     encoder_weights: str | None = None

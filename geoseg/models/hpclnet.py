@@ -36,6 +36,8 @@ STRIDE = 16  # output stride of both encoders = size of a hyper-pixel in input p
 
 
 class HPCLArgs(StrictModel):
+    """Architecture and training arguments of HPCL-Net (``model.arguments`` of a config)."""
+
     encoder: str = "resnet50"
     #: encoder of the DEM branch (default: same architecture as the image branch)
     dem_encoder: str | None = None
@@ -80,10 +82,12 @@ class DualEncoder(nn.Module):
 
     @property
     def out_channels(self) -> int:
+        """Channels of the fused stride-16 map."""
         return self.image.out_channels[-1]
 
     @property
     def low_channels(self) -> int:
+        """Channels of the image's stride-4 skip features."""
         return self.image.out_channels[2]
 
     def forward(self, image: Tensor, dem: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,6 +125,7 @@ class HPCLNet(SegModel):
 
     @property
     def halo(self) -> int:
+        """Context in pixels each tile needs on every side."""
         # ResNet OS16 + ASPP like DeepTriNet: ERF r50 ≈ 160 px, capped at a quarter of a 512 tile
         return 128
 
@@ -141,6 +146,7 @@ class HPCLNet(SegModel):
 
     @property
     def has_training_parts(self) -> bool:
+        """True once the momentum copy and the queues exist."""
         return self.momentum_backbone is not None
 
     def enable_training_parts(self) -> None:
@@ -255,18 +261,37 @@ class HPCLNet(SegModel):
                 self.train_step += 1
             step = int(self.train_step)
         h, w = target.shape[-2:]
+        inputs, target = self._pad_to_stride(inputs, target)
+        image, dem = inputs["image"], self._dem(inputs)
+        fused, low = self.backbone(image, dem)
+        logits = self.head(fused, low, image.shape[-2:])
+        ce = F.cross_entropy(logits, target, ignore_index=self.args.ignore_index)
+        contrast = self._contrast_loss(F.normalize(self.projector(fused), dim=1), image, dem, target)
+        weight = self.contrast_weight(step)
+        return {
+            "loss": ce + weight * contrast,
+            "ce": ce.detach(),
+            "contrast": contrast.detach(),
+            "weight": torch.tensor(weight),
+            "logits": logits[..., :h, :w].detach(),
+        }
+
+    def _pad_to_stride(self, inputs: Mapping[str, Tensor],
+                       target: Tensor) -> tuple[Mapping[str, Tensor], Tensor]:  # fmt: skip
+        """Inputs (reflected) and target (ignored) padded at the bottom/right to whole
+        hyper-pixels; the target as int64."""
+        h, w = target.shape[-2:]
         ph, pw = (-h) % STRIDE, (-w) % STRIDE
         if ph or pw:
             mode = "reflect" if h > ph and w > pw else "replicate"
             inputs = {n: F.pad(v, (0, pw, 0, ph), mode=mode) for n, v in inputs.items()}
             target = F.pad(target, (0, pw, 0, ph), value=self.args.ignore_index)
-        target = target.long()
-        image, dem = inputs["image"], self._dem(inputs)
+        return inputs, target.long()
 
-        fused, low = self.backbone(image, dem)
-        logits = self.head(fused, low, image.shape[-2:])
-        ce = F.cross_entropy(logits, target, ignore_index=self.args.ignore_index)
-        q = F.normalize(self.projector(fused), dim=1)
+    def _contrast_loss(self, q: Tensor, image: Tensor, dem: Tensor, target: Tensor) -> Tensor:
+        """Supervised InfoNCE of sampled anchors of the query embeddings ``q`` against this
+        batch's momentum keys and the queued ones; in train mode, first steps the momentum
+        copy and afterwards enqueues this batch's keys."""
         with torch.no_grad():
             if self.training:
                 self.momentum_update()
@@ -282,11 +307,4 @@ class HPCLNet(SegModel):
         contrast = supervised_infonce(anchors, anchor_labels, all_keys, all_labels, self.args.temperature)
         if self.training:
             self.enqueue(keys, key_labels)
-        weight = self.contrast_weight(step)
-        return {
-            "loss": ce + weight * contrast,
-            "ce": ce.detach(),
-            "contrast": contrast.detach(),
-            "weight": torch.tensor(weight),
-            "logits": logits[..., :h, :w].detach(),
-        }
+        return contrast

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoseg.errors import ConfigError
+
 Schedule = Literal["cosine", "poly", "linear"]
 
 
@@ -28,7 +30,7 @@ def annealing_factor(step: float, max_step: int, schedule: Schedule = "cosine") 
         return (1.0 - frac) ** 0.9
     if schedule == "linear":
         return 1.0 - frac
-    raise ValueError(f"unknown annealing schedule {schedule!r}; use cosine, poly or linear")
+    raise ConfigError(f"unknown annealing schedule {schedule!r}; use cosine, poly or linear")
 
 
 def focal_weights(logits: Tensor, target: Tensor, ce: Tensor, gamma: float, ignore_index: int) -> Tensor:
@@ -67,7 +69,7 @@ class AnnealedFocalLoss(nn.Module):
     ):
         super().__init__()
         if max_step < 1:
-            raise ValueError(f"max_step must be >= 1, got {max_step}")
+            raise ConfigError(f"max_step must be >= 1, got {max_step}")
         annealing_factor(0, max_step, schedule)  # validates the schedule name
         self.gamma = gamma
         self.max_step = max_step
@@ -90,6 +92,7 @@ class AnnealedFocalLoss(nn.Module):
         return (ce * weight).sum() / (n_valid + logits.shape[0])
 
     def extra_repr(self) -> str:
+        """Settings shown in the module's repr."""
         return f"gamma={self.gamma}, max_step={self.max_step}, schedule={self.schedule!r}"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from geoseg.config import first_error, format_validation_error
 from geoseg.errors import ModelError
 from geoseg.models.base import SegModel
 
@@ -32,6 +33,7 @@ def list_models() -> list[str]:
 
 
 def get_model_class(name: str) -> type[SegModel]:
+    """The registered class of ``name`` (case, ``-`` and ``_`` ignored)."""
     key = name.lower().replace("-", "").replace("_", "")
     aliases = {n.replace("-", "").replace("_", ""): n for n in _REGISTRY}
     if key not in aliases:
@@ -57,7 +59,8 @@ def create(
     try:
         args = cls.Args(**kwargs)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ModelError(f"invalid argument {loc!r} for {name!r}: {first['msg']}") from None
+        loc = first_error(exc)["loc"]
+        what = f"argument {str(loc[0])!r}" if loc else "arguments"
+        msg = format_validation_error(exc, model=cls.Args, data=kwargs)
+        raise ModelError(f"invalid {what} for {name!r}: {msg}") from None
     return cls(modalities, num_classes, args)

@@ -19,6 +19,8 @@ from geoseg.models.weights import load_encoder_weights
 
 
 class SmpArgs(StrictModel):
+    """Arguments of the segmentation-models-pytorch baselines."""
+
     encoder: str = "resnet18"
     encoder_depth: int = 5
     #: local file (safetensors or state dict) or a hub name such as "imagenet" (needs network)

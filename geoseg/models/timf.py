@@ -38,6 +38,8 @@ MIT_DIMS = {
 
 
 class TIMFArgs(StrictModel):
+    """Arguments of ``timf``."""
+
     embed_dims: tuple[int, int, int, int] = (32, 64, 160, 256)
     depths: tuple[int, int, int, int] = (2, 2, 2, 2)
     num_heads: tuple[int, int, int, int] = (1, 2, 5, 8)
@@ -96,6 +98,8 @@ class TokenAttention(nn.Module):
 
 
 class Mlp(nn.Sequential):
+    """Transformer feed-forward: linear, GELU, linear."""
+
     def __init__(self, dim: int, ratio: float):
         hidden = int(dim * ratio)
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))

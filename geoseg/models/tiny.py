@@ -17,6 +17,8 @@ from geoseg.models.registry import register
 
 
 class TinyArgs(StrictModel):
+    """Arguments of ``tinycnn``."""
+
     width: int = Field(16, ge=1)
 
 

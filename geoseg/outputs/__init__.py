@@ -1,5 +1,5 @@
 """What users open: streamed COGs, polygon layers (polygonize, border merging, writing,
 streamed writing), mosaics through the COG helpers, QGIS styles, quicklooks. Writers create
 files under a temporary name and rename them (``geoseg._files``). May import geometry,
-bundle.card and store; never torch.
+scene (class tables) and store; never torch.
 """

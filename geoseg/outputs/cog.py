@@ -1,8 +1,10 @@
 """Streaming Cloud-Optimized GeoTIFF writer: bounded memory whatever the scene's size.
 
-Blocks are pulled one at a time from a ``read_block(r0, r1, c0, c1)`` callable and written into
-a temporary tiled GeoTIFF; GDAL's COG driver then adds overviews and lays the file out as a COG.
-No whole-scene array exists at any point, and GDAL's block cache is capped during both steps.
+Blocks are pulled one at a time from a ``read_block(window)`` callable and written into
+a temporary tiled GeoTIFF; GDAL's COG driver then adds overviews and lays the file out as a COG
+(:func:`copy_to_cog`, also the last step of mosaics). No whole-scene array exists at any point,
+and GDAL's block cache is capped during both steps. Files are written under temporary names and
+renamed when complete (``geoseg._files``); GDAL/OS failures become OutputErrors naming the file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,10 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from geoseg._files import remove_quietly, temp_sibling, writable_folder, write_failed
+from geoseg._files import atomic_path, remove_quietly, temp_sibling, writable_folder, write_failed
 from geoseg.errors import OutputError
 from geoseg.geometry.grid import GridBox
-
-BlockReader = Callable[[int, int, int, int], "np.ndarray | None"]
+from geoseg.geometry.window import BlockReader
 
 #: Overview resampling names accepted by ``write_cog`` (GDAL names in upper case).
 RESAMPLING = {
@@ -67,7 +69,7 @@ def write_cog(
     Args:
         path: destination ``.tif``; written as a hidden temporary file, renamed when complete.
         grid: output geometry (shape, transform, CRS are kept exactly).
-        read_block: ``f(r0, r1, c0, c1)`` -> ``(count, h, w)`` array (``(h, w)`` when
+        read_block: ``f(window: PixelWindow)`` -> ``(count, h, w)`` array (``(h, w)`` when
             ``count == 1``; cast to ``dtype``), or ``None`` when the window is entirely
             nodata. Its exceptions propagate unchanged.
         count, dtype, nodata: band count, data type and nodata value of the output.
@@ -91,45 +93,99 @@ def write_cog(
     """
     path = Path(path)
     _check_args(count, dtype, block, colormap, descriptions, overview_resampling)
-    folder = writable_folder(path)
-    stream, partial = temp_sibling(path, ".stream.tif"), temp_sibling(path, ".partial.tif")
+    job = _StreamJob(
+        path, writable_folder(path), grid, count, dtype, nodata, block, colormap, descriptions, tags, progress
+    )
     if cache_mb is None:
-        strip = grid.width * block * count * np.dtype(dtype).itemsize / 2**20
-        cache_mb = int(np.clip(2 * strip, CACHE_MB_MIN, CACHE_MB_MAX))
-    try:
-        # rasterio hands an integer GDAL_CACHEMAX straight to GDALSetCacheMax64, i.e. in
-        # *bytes* (GDAL's own parsing would read small numbers as MB; rasterio refuses strings),
-        # and restores the previous cap on exit
-        with rasterio.Env(GDAL_CACHEMAX=int(cache_mb) * 1024 * 1024):
-            with _gdal_errors(path, folder):
-                dst = rasterio.open(
-                    stream, "w", **_stream_profile(grid, count, dtype, nodata, block)
-                )
-            try:
-                _stream_blocks(dst, grid, read_block, count, dtype, block, path, folder, progress)
-                with _gdal_errors(path, folder):
-                    _set_metadata(dst, colormap, descriptions, tags, nodata)
-            finally:
-                with _gdal_errors(path, folder):  # closing flushes the last blocks: may fail
-                    dst.close()
-            with _gdal_errors(path, folder):
-                rasterio.shutil.copy(
-                    stream,
-                    partial,
-                    driver="COG",
-                    **_cog_options(block, compress, overview_resampling, threads),
-                )
-        with _gdal_errors(path, folder):
-            os.replace(partial, path)
-    finally:
-        # GDAL may leave side files (.aux.xml, .ovr.tmp) beside the temporaries
-        remove_quietly(
+        cache_mb = _default_cache_mb(grid, block, count, dtype)
+    # rasterio hands an integer GDAL_CACHEMAX straight to GDALSetCacheMax64, i.e. in *bytes*
+    # (GDAL's own parsing would read small numbers as MB; rasterio refuses strings), and
+    # restores the previous cap on exit
+    with rasterio.Env(GDAL_CACHEMAX=int(cache_mb) * 1024 * 1024), _scratch(path, ".stream.tif") as stream:
+        _stream_gtiff(stream, job, read_block)
+        copy_to_cog(
             stream,
-            partial,
-            *folder.glob(f"{glob.escape(stream.name)}.*"),
-            *folder.glob(f"{glob.escape(partial.name)}.*"),
+            path,
+            job.folder,
+            block=block,
+            compress=compress,
+            resampling=overview_resampling,
+            threads=threads,
         )
     return path
+
+
+def copy_to_cog(
+    src: str | os.PathLike[str],
+    path: Path,
+    folder: Path,
+    *,
+    block: int,
+    compress: str = "deflate",
+    resampling: str = "mode",
+    threads: int | str = "ALL_CPUS",
+) -> None:
+    """Lay the raster ``src`` (a streamed GeoTIFF, a VRT) out as a COG at ``path``: tiles of
+    ``block``, ``resampling`` overviews, ``compress`` (with a predictor for continuous values).
+
+    Written under a temporary name and renamed when complete; GDAL/OS failures become an
+    OutputError naming ``path`` and the fix (``folder``), and nothing is left behind.
+    """
+    options = _cog_options(block, compress, resampling, threads)
+    with _gdal_errors(path, folder), atomic_path(path, ".partial.tif") as partial:
+        rasterio.shutil.copy(src, partial, driver="COG", **options)
+
+
+@dataclass(frozen=True)
+class _StreamJob:
+    """The streamed GeoTIFF of one ``write_cog`` call: its destination (named in errors),
+    layout and metadata."""
+
+    path: Path
+    folder: Path
+    grid: GridBox
+    count: int
+    dtype: str
+    nodata: float | None
+    block: int
+    colormap: Mapping[int, tuple[int, ...]] | None
+    descriptions: Sequence[str] | None
+    tags: Mapping[str, str] | None
+    progress: bool
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """GDAL/OS write failures -> OutputError naming the destination."""
+        return _gdal_errors(self.path, self.folder)
+
+
+def _default_cache_mb(grid: GridBox, block: int, count: int, dtype: str) -> int:
+    """Two block rows of the raster, within ``CACHE_MB_MIN``-``CACHE_MB_MAX`` MiB."""
+    strip = grid.width * block * count * np.dtype(dtype).itemsize / 2**20
+    return int(np.clip(2 * strip, CACHE_MB_MIN, CACHE_MB_MAX))
+
+
+@contextlib.contextmanager
+def _scratch(path: Path, suffix: str) -> Iterator[Path]:
+    """A temporary sibling of ``path`` used as a work file: removed on exit with the side files
+    GDAL may leave beside it (.aux.xml, .ovr.tmp)."""
+    tmp = temp_sibling(path, suffix)
+    try:
+        yield tmp
+    finally:
+        remove_quietly(tmp, *tmp.parent.glob(f"{glob.escape(tmp.name)}*"))
+
+
+def _stream_gtiff(tmp: Path, job: _StreamJob, read_block: BlockReader) -> None:
+    """Write the blocks of ``read_block`` and the metadata into a tiled GeoTIFF ``tmp``."""
+    with job.errors():
+        dst = rasterio.open(tmp, "w", **_stream_profile(job))
+    try:
+        _stream_blocks(dst, job, read_block)
+        with job.errors():
+            _set_metadata(dst, job)
+    finally:
+        with job.errors():  # closing flushes the last blocks: may fail
+            dst.close()
 
 
 def _check_args(
@@ -152,21 +208,19 @@ def _check_args(
         raise ValueError(f"{len(descriptions)} band descriptions for {count} bands")
 
 
-def _stream_profile(
-    grid: GridBox, count: int, dtype: str, nodata: float | None, block: int
-) -> dict[str, Any]:
+def _stream_profile(job: _StreamJob) -> dict[str, Any]:
     return {
         "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": count,
-        "dtype": dtype,
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": nodata,
+        "width": job.grid.width,
+        "height": job.grid.height,
+        "count": job.count,
+        "dtype": job.dtype,
+        "crs": job.grid.crs,
+        "transform": job.grid.transform,
+        "nodata": job.nodata,
         "tiled": True,
-        "blockxsize": block,
-        "blockysize": block,
+        "blockxsize": job.block,
+        "blockysize": job.block,
         "interleave": "pixel",
         # the temporary file is read once: fast compression keeps its disk use down at little
         # cost; BIGTIFF only when the classic 4 GB limit could be hit
@@ -178,43 +232,27 @@ def _stream_profile(
     }
 
 
-def _stream_blocks(
-    dst: Any,
-    grid: GridBox,
-    read_block: BlockReader,
-    count: int,
-    dtype: str,
-    block: int,
-    path: Path,
-    folder: Path,
-    progress: bool,
-) -> None:
-    windows = list(grid.chunks(block))
-    for r0, r1, c0, c1 in tqdm(
-        windows, desc=path.name, unit="block", disable=not progress, leave=False
-    ):
-        data = read_block(r0, r1, c0, c1)  # caller's errors propagate unchanged
+def _stream_blocks(dst: Any, job: _StreamJob, read_block: BlockReader) -> None:
+    """Pull every block from ``read_block`` (its errors propagate unchanged) and write it;
+    windows it reports as all-nodata (``None``) are skipped."""
+    windows = list(job.grid.chunks(job.block))
+    for win in tqdm(windows, desc=job.path.name, unit="block", disable=not job.progress, leave=False):
+        data = read_block(win)  # caller's errors propagate unchanged
         if data is None:
             continue
         data = np.asarray(data)
         if data.ndim == 2:
             data = data[None]
-        if data.shape != (count, r1 - r0, c1 - c0):
-            raise ValueError(
-                f"read_block({r0}, {r1}, {c0}, {c1}) returned shape {data.shape}, "
-                f"expected {(count, r1 - r0, c1 - c0)}"
-            )
-        with _gdal_errors(path, folder):
-            dst.write(data.astype(dtype, copy=False), window=Window(c0, r0, c1 - c0, r1 - r0))
+        if data.shape != (job.count, *win.shape):
+            raise ValueError(f"read_block({win}) returned shape {data.shape}, "
+                             f"expected {(job.count, *win.shape)}")  # fmt: skip
+        with job.errors():
+            dst.write(data.astype(job.dtype, copy=False),
+                      window=Window(win.c0, win.r0, win.width, win.height))  # fmt: skip
 
 
-def _set_metadata(
-    dst: Any,
-    colormap: Mapping[int, tuple[int, ...]] | None,
-    descriptions: Sequence[str] | None,
-    tags: Mapping[str, str] | None,
-    nodata: float | None,
-) -> None:
+def _set_metadata(dst: Any, job: _StreamJob) -> None:
+    colormap, descriptions, tags, nodata = job.colormap, job.descriptions, job.tags, job.nodata
     if colormap:
         table = {int(k): tuple(int(v) for v in rgb) for k, rgb in colormap.items()}
         # nodata shows as transparent even in viewers that ignore the nodata tag

@@ -2,8 +2,10 @@
 
 The scenes' class COGs are referenced by a GDAL VRT (written here as XML, the equivalent of
 ``gdalbuildvrt``: nodata-aware sources, so a scene's nodata collar never hides a neighbour),
-which GDAL's COG driver then streams into a tiled, compressed COG with mode overviews. The
-colour table of the first raster is kept. Memory stays bounded by GDAL's block cache.
+which the COG step of :mod:`geoseg.outputs.cog` (:func:`~geoseg.outputs.cog.copy_to_cog`) then
+streams into a tiled, compressed COG with mode overviews, written under a temporary name and
+renamed when complete. The colour table of the first raster is kept. Memory stays bounded by
+GDAL's block cache.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import rasterio
-import rasterio.shutil
 from rasterio.errors import RasterioError
 
+from geoseg._files import writable_folder
 from geoseg.config import NODATA
-from geoseg.errors import InputError, OutputError
+from geoseg.errors import InputError
+from geoseg.outputs.cog import copy_to_cog
+from geoseg.outputs.merge import connected_components
 
 
 @dataclass(frozen=True)
@@ -46,22 +51,13 @@ def group_adjacent(paths: Sequence[str | Path]) -> list[list[str]]:
 
 
 def _components(members: list[_Src]) -> list[list[str]]:
-    """Connected components of the touch graph (union-find)."""
-    parent = list(range(len(members)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, a in enumerate(members):
-        for j in range(i + 1, len(members)):
-            if _touch(a, members[j]):
-                parent[find(i)] = find(j)
+    """Connected components of the touch graph, in the order of their first member."""
+    n = len(members)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if _touch(members[i], members[j])]
+    i, j = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
     comps: dict[int, list[str]] = {}
-    for i, m in enumerate(members):
-        comps.setdefault(find(i), []).append(m.path)
+    for root, m in zip(connected_components(n, i, j).tolist(), members, strict=True):
+        comps.setdefault(root, []).append(m.path)
     return list(comps.values())
 
 
@@ -78,21 +74,13 @@ def mosaic(paths: Sequence[str | Path], out: str | Path, *, block: int = 512) ->
                              "rasters of one CRS and resolution (group_adjacent does)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    vrt = out.with_name(f".{out.stem}.{os.getpid()}.vrt")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        vrt.write_text(build_vrt(srcs))
-        with rasterio.Env(GDAL_CACHEMAX=256 * 1024 * 1024):
-            rasterio.shutil.copy(str(vrt), str(tmp), driver="COG", COMPRESS="DEFLATE",
-                                 BLOCKSIZE=block, OVERVIEW_RESAMPLING="MODE",
-                                 NUM_THREADS="ALL_CPUS")  # fmt: skip
-        os.replace(tmp, out)
-    except RasterioError as exc:
-        raise OutputError(f"{out}: mosaic could not be written ({str(exc).splitlines()[0]}); "
-                          "check free space and permissions") from None  # fmt: skip
-    finally:
-        for p in (vrt, tmp):
-            p.unlink(missing_ok=True)
+    folder = writable_folder(out)
+    # the VRT only lives in GDAL's memory: its sources are absolute paths
+    with (
+        rasterio.MemoryFile(build_vrt(srcs).encode(), ext=".vrt") as vrt,
+        rasterio.Env(GDAL_CACHEMAX=256 * 1024 * 1024),
+    ):
+        copy_to_cog(vrt.name, out, folder, block=block, compress="deflate", resampling="mode")
     return out
 
 

@@ -1,4 +1,5 @@
-"""QGIS styles (.qml) for the class raster and the polygon layer, so outputs open styled."""
+"""QGIS styles (.qml) for the class raster and the polygon layer, so outputs open styled: as
+side files (written atomically) or embedded in a GeoPackage's ``layer_styles`` table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from geoseg.bundle.card import ClassInfo
+from geoseg._files import atomic_write_text, writable_folder, write_failed
+from geoseg.scene.classes import ClassInfo
 
 QGIS_VERSION = "3.28.0-Firenze"
 
@@ -63,9 +65,12 @@ def _serialise(root: ET.Element) -> str:
 
 
 def write_qml(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write a style file (e.g. ``raster_qml``'s) atomically; OS failures -> OutputError."""
+    folder = writable_folder(path)
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise write_failed(path, folder, err) from err
     return path
 
 

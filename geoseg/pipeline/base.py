@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from geoseg.catalog.spec import Catalog
+from geoseg.catalog.loader import Catalog
 from geoseg.config import StrictModel
 from geoseg.errors import ConfigError
 
@@ -30,6 +30,7 @@ class StepBase(StrictModel):
                              description="unique step name (default: the type)")  # fmt: skip
 
     def run(self, ctx: PipelineContext) -> StepOutcome:
+        """Do the step's work in ``ctx``; errors are GeosegErrors naming the pipeline file."""
         raise NotImplementedError
 
 
@@ -46,6 +47,7 @@ class PipelineContext:
 
     @property
     def base_dir(self) -> Path:
+        """The pipeline file's folder (relative paths of the file start here)."""
         return self.source.parent
 
     def path(self, value: str | Path) -> Path:

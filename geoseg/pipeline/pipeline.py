@@ -34,8 +34,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import Field
 
-from geoseg.catalog.spec import load_yaml, parse
-from geoseg.config import StrictModel
+from geoseg.config import StrictModel, load_yaml, parse
 from geoseg.errors import ConfigError
 from geoseg.pipeline.base import PipelineContext, StepBase, StepOutcome
 from geoseg.pipeline.steps import BUILTIN_STEPS
@@ -169,7 +168,7 @@ class Pipeline:
 
 
 def _parse_step(raw: Any, path: Path, node: yaml.Node | None, i: int) -> StepBase:
-    from geoseg.catalog.spec import _line_of
+    from geoseg.config import line_of as _line_of
 
     line = _line_of(node, ("steps", i))
     where = f"{path}:{line}" if line else str(path)

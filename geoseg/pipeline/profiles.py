@@ -19,19 +19,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
+from geoseg.config import format_validation_error
 from geoseg.errors import ConfigError
 from geoseg.training.config import deep_merge
 
 STEP_KEYS = {"type", "name", "profile", "profiles"}
-
-
-def first_error(exc: ValidationError) -> str:
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    err = errors[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    if err["type"] == "extra_forbidden":
-        return f"unknown key {loc!r}"
-    return f"{loc or 'value'}: {err['msg'].removeprefix('Value error, ')}"
 
 
 class Profiled(BaseModel):
@@ -97,4 +89,5 @@ class Profiled(BaseModel):
             return self.config_class.model_validate(data)
         except ValidationError as exc:
             where = f"profile {name!r}: " if name else ""
-            raise ConfigError(f"{where}{first_error(exc)}; fix the pipeline") from None
+            msg = format_validation_error(exc, model=self.config_class, data=data)
+            raise ConfigError(f"{where}{msg}") from None

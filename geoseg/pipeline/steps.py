@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from geoseg._files import safe_name
 from geoseg.errors import ConfigError
 from geoseg.evaluation.evaluate import evaluate, holdout_regions
 from geoseg.pipeline.base import PipelineContext, StepBase, StepOutcome
 from geoseg.pipeline.profiles import Profiled
-from geoseg.runs.predict import PredictOptions
+from geoseg.runs.options import PredictOptions
 from geoseg.scene.labels import VectorLabels
 from geoseg.training.config import TrainConfig
 
@@ -31,26 +32,19 @@ class PredictStep(StepBase, PredictOptions):
     mosaic: bool = Field(False, description="mosaic class rasters of adjacent scenes per CRS")
     fail_fast: bool = Field(False, description="stop at the first failing scene")
 
-    STEP_KEYS: ClassVar[set[str]] = {"type", "name", "model", "catalog", "scenes", "split", "out",
-                                     "merge_vectors", "merge_crs", "mosaic", "fail_fast"}
-
     def options(self, ctx: PipelineContext) -> PredictOptions:
         """The PredictOptions part; paths resolved, tiles in the workdir unless set."""
-        data = self.model_dump(exclude=self.STEP_KEYS)
-        data["tiles_dir"] = (ctx.path(self.tiles_dir) if "tiles_dir" in self.model_fields_set
-                             else ctx.workdir / "tiles")  # fmt: skip
-        data["progress"] = self.progress and ctx.progress
-        return PredictOptions(**data)
+        return _predict_options(self, ctx)
 
     def run(self, ctx: PipelineContext) -> StepOutcome:
+        """Predict the selected scenes of the catalog into the step's folder."""
         from geoseg.runs.batch import predict_catalog
 
         catalog = ctx.catalog(self.catalog)
-        out = ctx.path(self.out) if self.out else ctx.workdir / str(self.name)
-        model = ctx.path(self.model)
+        out, model = _out_dir(ctx, self.out, self.name), ctx.path(self.model)
         merge = None
         if self.merge_vectors is True:
-            merge = out / f"{_safe(catalog.name)}_polygons.gpkg"
+            merge = out / f"{safe_name(catalog.name, default='catalog')}_polygons.gpkg"
         elif isinstance(self.merge_vectors, str):
             merge = ctx.path(self.merge_vectors)
         if merge is not None and self.vector == "none":
@@ -71,10 +65,19 @@ class PredictStep(StepBase, PredictOptions):
         return StepOutcome(ok=report.ok, summary=summary, outputs=outputs)
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "catalog"
+def _out_dir(ctx: PipelineContext, out: str | None, name: str | None) -> Path:
+    """A step's output folder: ``out`` (relative to the pipeline file), else <workdir>/<name>."""
+    return ctx.path(out) if out else ctx.workdir / str(name)
 
 
+def _predict_options(step: PredictOptions, ctx: PipelineContext) -> PredictOptions:
+    """The PredictOptions part of a step's settings: tiles in the workdir unless set (else
+    relative to the pipeline file), progress only when the run shows it."""
+    data = step.model_dump(include=set(PredictOptions.model_fields))
+    data["tiles_dir"] = (ctx.path(step.tiles_dir) if "tiles_dir" in step.model_fields_set
+                         else ctx.workdir / "tiles")  # fmt: skip
+    data["progress"] = step.progress and ctx.progress
+    return PredictOptions(**data)
 
 
 
@@ -85,10 +88,11 @@ class TrainStep(StepBase, Profiled, TrainConfig):
     type: Literal["train"] = "train"
 
     def run(self, ctx: PipelineContext) -> StepOutcome:
+        """Train (or resume) into the step's folder."""
         from geoseg.training.loop import train
 
         cfg: TrainConfig = self.config()
-        out = ctx.path(cfg.out) if cfg.out else ctx.workdir / str(self.name)
+        out = _out_dir(ctx, cfg.out, self.name)
         res = train(cfg, out, resolve=ctx.path, default_catalog=ctx.catalog_path,
                     source=str(ctx.source), progress=ctx.progress,
                     stop_after=self._session.get("stop_after"))
@@ -100,7 +104,6 @@ class TrainStep(StepBase, Profiled, TrainConfig):
                                    "report": str(res.report), "history": str(res.history),
                                    "out": str(res.out), "status": res.status}  # fmt: skip
         return StepOutcome(ok=res.status != "failed", summary=summary, outputs=outputs)
-
 
 
 class EvaluateConfig(PredictOptions):
@@ -125,9 +128,9 @@ class EvaluateStep(StepBase, Profiled, EvaluateConfig):
     type: Literal["evaluate"] = "evaluate"
 
     def run(self, ctx: PipelineContext) -> StepOutcome:
+        """Predict and score the scenes (or the held-out areas) into the step's folder."""
         cfg: EvaluateConfig = self.config()
-        out = ctx.path(cfg.out) if cfg.out else ctx.workdir / str(self.name)
-        model = ctx.path(cfg.model)
+        out, model = _out_dir(ctx, cfg.out, self.name), ctx.path(cfg.model)
         regions = None
         vl = cfg.vector_labels
         if cfg.holdout:
@@ -137,12 +140,7 @@ class EvaluateStep(StepBase, Profiled, EvaluateConfig):
         else:
             catalog = ctx.catalog(cfg.catalog)
             scenes = [s for s in catalog.select(cfg.scenes, cfg.split) if s.labels is not None]
-        opts = PredictOptions(**cfg.model_dump(include=set(PredictOptions.model_fields)))
-        data = opts.model_dump()
-        data["tiles_dir"] = (ctx.path(cfg.tiles_dir) if "tiles_dir" in cfg.model_fields_set
-                             else ctx.workdir / "tiles")  # fmt: skip
-        data["progress"] = cfg.progress and ctx.progress
-        rep = evaluate(model, scenes, out, PredictOptions(**data),
+        rep = evaluate(model, scenes, out, _predict_options(cfg, ctx),
                        ignore_classes=cfg.ignore_classes, vector_labels=vl, regions=regions,
                        chunk=cfg.score_chunk)  # fmt: skip
         miou = rep["miou"]
@@ -152,7 +150,6 @@ class EvaluateStep(StepBase, Profiled, EvaluateConfig):
         return StepOutcome(ok=True, summary=summary,
                            outputs={"report": str(out / "evaluation.json"), "out": str(out),
                                     "miou": miou})  # fmt: skip
-
 
 
 BUILTIN_STEPS: dict[str, type[StepBase]] = {

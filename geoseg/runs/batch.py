@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from geoseg._files import atomic_write_text
 from geoseg.bundle.card import ModelCard
-from geoseg.catalog.spec import Catalog, CatalogScene
+from geoseg.catalog.loader import Catalog
+from geoseg.catalog.spec import CatalogScene
 from geoseg.errors import InputError
-from geoseg.runs.predict import PredictOptions
+from geoseg.runs.options import PredictOptions
 
 log = logging.getLogger(__name__)
 #: tracebacks go to the run's log file only (never to the console)
@@ -180,20 +181,10 @@ def predict_catalog(
     with _log_to(log_path):
         log.info("batch: %d scene(s) of %s with %s into %s", len(selected), report.catalog,
                  model, out)  # fmt: skip
-        bar = tqdm(selected, unit="scene", desc="scenes", disable=not opts.progress)
         try:
-            for scene in bar:
-                bar.set_postfix_str(scene.id)
-                result = _predict_scene(scene, card, model, out, opts)
-                report.scenes.append(result)
-                if opts.progress:
-                    bar.write(f"{scene.id}: {result.status} ({result.seconds:.1f} s)"
-                              + (f" — {result.error}" if result.error else ""))
-                if fail_fast and result.status == "failed":
-                    break
+            _predict_scenes(report, selected, card, model, out, opts, fail_fast)
             _finish(report, card, merge_vectors, merge_crs, mosaic, out)
         finally:
-            bar.close()
             report.seconds = round(time.perf_counter() - t0, 3)
             write_report(report, out)
             c = report.counts()
@@ -201,6 +192,24 @@ def predict_catalog(
                      c["done"], c["skipped"], c["failed"], report.seconds,
                      out / "batch_report.md")  # fmt: skip
     return report
+
+
+def _predict_scenes(report: BatchReport, selected: Sequence[CatalogScene], card: ModelCard,
+                    model: str | Path, out: Path, opts: PredictOptions, fail_fast: bool) -> None:  # fmt: skip
+    """Predict scene after scene into ``report`` (a failure is recorded, not raised)."""
+    bar = tqdm(selected, unit="scene", desc="scenes", disable=not opts.progress)
+    try:
+        for scene in bar:
+            bar.set_postfix_str(scene.id)
+            result = _predict_scene(scene, card, model, out, opts)
+            report.scenes.append(result)
+            if opts.progress:
+                bar.write(f"{scene.id}: {result.status} ({result.seconds:.1f} s)"
+                          + (f" — {result.error}" if result.error else ""))
+            if fail_fast and result.status == "failed":
+                break
+    finally:
+        bar.close()
 
 
 def _predict_scene(scene: CatalogScene, card: ModelCard, model: str | Path, out: Path,
@@ -264,9 +273,6 @@ def merge_vector_layers(results: Iterable[SceneResult], path: str | Path,
 
     Not rewritten when it is newer than its sources and was made from the same scenes.
     """
-    import geopandas as gpd
-    import pandas as pd
-
     from geoseg.outputs.vectors import write_vectors
 
     results = list(results)
@@ -276,6 +282,18 @@ def merge_vector_layers(results: Iterable[SceneResult], path: str | Path,
     if _up_to_date(path, sources, key):
         log.info("merged polygons %s: up to date", path)
         return path
+    merged = _merged_frame(results, crs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_vectors(merged, path, layer=path.stem)
+    _stamp(path, key)
+    return path
+
+
+def _merged_frame(results: list[SceneResult], crs: str | None):
+    """The scenes' polygons in one GeoDataFrame (``crs``, else the shared one, else WGS 84)."""
+    import geopandas as gpd
+    import pandas as pd
+
     frames = []
     for r in results:
         src = r.outputs.get("vectors")
@@ -289,16 +307,11 @@ def merge_vector_layers(results: Iterable[SceneResult], path: str | Path,
         frames.append(gdf)
     crss = {f.crs.to_wkt() for f in frames if f.crs is not None}
     target = crs or (frames[0].crs if len(crss) == 1 else "EPSG:4326")
-    if frames:
-        merged = gpd.GeoDataFrame(pd.concat([f.to_crs(target) for f in frames],
-                                            ignore_index=True), crs=target)  # fmt: skip
-    else:
-        merged = gpd.GeoDataFrame({"scene_id": [], "class_id": [], "class_name": [],
-                                   "area_m2": []}, geometry=[], crs=target)  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_vectors(merged, path, layer=path.stem)
-    _stamp(path, key)
-    return path
+    if not frames:
+        return gpd.GeoDataFrame({"scene_id": [], "class_id": [], "class_name": [],
+                                 "area_m2": []}, geometry=[], crs=target)  # fmt: skip
+    return gpd.GeoDataFrame(pd.concat([f.to_crs(target) for f in frames], ignore_index=True),
+                            crs=target)  # fmt: skip
 
 
 def _stamp_path(target: Path) -> Path:

@@ -22,10 +22,11 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg._files import is_local
-from geoseg.bundle.card import ClassInfo
 from geoseg.config import IGNORE, StrictModel
 from geoseg.errors import InputError
 from geoseg.geometry.grid import GridBox
+from geoseg.geometry.window import PixelWindow
+from geoseg.scene.classes import ClassInfo
 
 if TYPE_CHECKING:  # the catalog's label entry; catalog sits above scene
     from geoseg.catalog.spec import LabelSpec
@@ -42,7 +43,6 @@ class VectorLabels(StrictModel):
         "the label layer (pixels beyond them are ignored)")
     buffer: float = Field(0.0, ge=0, description="buffer of points/lines in scene CRS units")
     all_touched: bool = Field(False, description="GDAL all_touched (default: pixel centres)")
-
 
 
 def _overlaps(bounds: Sequence[float], grid: GridBox) -> bool:
@@ -78,6 +78,7 @@ class ClassTable:
         return self.by_id.get(int(f)) if f.is_integer() else None
 
     def describe(self) -> str:
+        """The table as ``id=name, ...`` for error messages."""
         return ", ".join(f"{c.id}={c.name}" for c in self.classes)
 
 
@@ -107,21 +108,22 @@ class RasterLabels:
                              f"{tuple(round(b, 2) for b in grid.bounds)}); give labels of the "
                              "same area")  # fmt: skip
 
-    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        window = Window(c0, r0, c1 - c0, r1 - r0)
+    def read(self, window: PixelWindow) -> np.ndarray:
+        """Class indices of ``window`` of the scene grid (255 where unlabelled or outside)."""
+        gdal_window = Window(window.c0, window.r0, window.width, window.height)
         bands = [1, 2, 3] if self.spec.encoding == "rgb" else [self.spec.band]
         with rasterio.open(self.path) as src:
             if self.aligned:
-                data = src.read(bands, window=window, boundless=True, fill_value=0)
-                inside = src.dataset_mask(window=window, boundless=True) > 0 if (
-                    self.has_nodata) else _inside(src, self.grid, r0, r1, c0, c1)
+                data = src.read(bands, window=gdal_window, boundless=True, fill_value=0)
+                inside = src.dataset_mask(window=gdal_window, boundless=True) > 0 if (
+                    self.has_nodata) else _inside(src, window)
             else:
                 g = self.grid
                 extra = {} if self.has_nodata else {"add_alpha": True}
                 with WarpedVRT(src, crs=g.crs, transform=g.transform, width=g.width,
                                height=g.height, resampling=Resampling.nearest, **extra) as vrt:
-                    data = vrt.read(bands, window=window)
-                    inside = vrt.dataset_mask(window=window) > 0
+                    data = vrt.read(bands, window=gdal_window)
+                    inside = vrt.dataset_mask(window=gdal_window) > 0
         out = self._map(data)
         out[~inside] = IGNORE
         return out
@@ -136,10 +138,10 @@ class RasterLabels:
         return _lookup(data[0], keys, self.ignore, self.path, "values", self.table)
 
 
-def _inside(src: Any, grid: GridBox, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+def _inside(src: Any, window: PixelWindow) -> np.ndarray:
     """Pixels of the window that lie inside the raster (boundless reads pad outside it)."""
-    rows = np.arange(r0, r1)[:, None]
-    cols = np.arange(c0, c1)[None, :]
+    rows = np.arange(window.r0, window.r1)[:, None]
+    cols = np.arange(window.c0, window.c1)[None, :]
     return (rows >= 0) & (rows < src.height) & (cols >= 0) & (cols < src.width)
 
 
@@ -174,33 +176,11 @@ class VectorLabelsSource:
     """Polygons (points/lines buffered) with a class attribute, burnt window by window."""
 
     def __init__(self, spec: LabelSpec, grid: GridBox, table: ClassTable, options: VectorLabels):
-        import pyogrio
         from shapely import STRtree
 
         self.spec, self.grid, self.table, self.options = spec, grid, table, options
         self.path = spec.path
-        if is_local(self.path) and not os.path.exists(self.path):
-            raise InputError(f"{self.path}: label file not found; fix the labels path")
-        try:
-            df = pyogrio.read_dataframe(self.path, layer=spec.layer)
-        except Exception as exc:  # pyogrio raises several unrelated types
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{self.path}: cannot be read as vectors ({detail}); replace the "
-                             "file or fix its path/layer") from None  # fmt: skip
-        if df.crs is None:
-            raise InputError(f"{self.path}: label layer has no CRS; define it (e.g. ogr2ogr "
-                             "-a_srs EPSG:XXXX)")  # fmt: skip
-        values = self._class_indices(df)
-        keep = values >= 0
-        df = df[keep].to_crs(grid.crs)
-        values = values[keep]
-        geoms = df.geometry.values
-        if options.buffer > 0:
-            geoms = geoms.buffer(options.buffer)
-        nonempty = ~(geoms.is_empty | geoms.isna())
-        self.geoms = np.asarray(geoms[nonempty])
-        self.values = values[nonempty]
-        bounds = df.total_bounds if len(df) else (0.0, 0.0, 0.0, 0.0)
+        self.geoms, self.values, bounds = self._burnable(self._read_layer())
         if not len(self.geoms) or not _overlaps(bounds, grid):
             raise InputError(f"{self.path}: labels do not overlap the scene (bounds "
                              f"{tuple(round(float(b), 2) for b in bounds)} in the scene CRS vs "
@@ -208,15 +188,52 @@ class VectorLabelsSource:
                              "same area")  # fmt: skip
         self.bounds = tuple(float(b) for b in self.geoms_bounds())
         self.tree = STRtree(self.geoms)
-        self.fill = IGNORE
-        if options.background is not None:
-            idx = table.index_of(options.background)
-            if idx is None:
-                raise InputError(f"vector_labels.background: class id {options.background} is "
-                                 f"not in the class table ({table.describe()}); add it")
-            self.fill = idx
+        self.fill = self._background()
+
+    def _read_layer(self) -> Any:
+        """The label layer as a GeoDataFrame that has a CRS (errors name the file)."""
+        import pyogrio
+
+        if is_local(self.path) and not os.path.exists(self.path):
+            raise InputError(f"{self.path}: label file not found; fix the labels path")
+        try:
+            df = pyogrio.read_dataframe(self.path, layer=self.spec.layer)
+        except Exception as exc:  # pyogrio raises several unrelated types
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{self.path}: cannot be read as vectors ({detail}); replace the "
+                             "file or fix its path/layer") from None  # fmt: skip
+        if df.crs is None:
+            raise InputError(f"{self.path}: label layer has no CRS; define it (e.g. ogr2ogr "
+                             "-a_srs EPSG:XXXX)")  # fmt: skip
+        return df
+
+    def _burnable(self, df: Any) -> tuple[np.ndarray, np.ndarray, Sequence[float]]:
+        """Geometries in the scene CRS (buffered, non-empty), their class indices, and the
+        bounds of the features that have a class."""
+        values = self._class_indices(df)
+        keep = values >= 0
+        df = df[keep].to_crs(self.grid.crs)
+        values = values[keep]
+        geoms = df.geometry.values
+        if self.options.buffer > 0:
+            geoms = geoms.buffer(self.options.buffer)
+        nonempty = ~(geoms.is_empty | geoms.isna())
+        bounds = df.total_bounds if len(df) else (0.0, 0.0, 0.0, 0.0)
+        return np.asarray(geoms[nonempty]), values[nonempty], bounds
+
+    def _background(self) -> int:
+        """Class index of labelled-area pixels outside every feature (255: unlabelled)."""
+        background = self.options.background
+        if background is None:
+            return IGNORE
+        idx = self.table.index_of(background)
+        if idx is None:
+            raise InputError(f"vector_labels.background: class id {background} is not in the "
+                             f"class table ({self.table.describe()}); add it")
+        return idx
 
     def geoms_bounds(self) -> np.ndarray:
+        """(left, bottom, right, top) of all burnt geometries, in the scene CRS."""
         import shapely
 
         b = shapely.bounds(self.geoms)
@@ -249,19 +266,19 @@ class VectorLabelsSource:
                              "to classes or fix the attribute")  # fmt: skip
         return out
 
-    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    def read(self, window: PixelWindow) -> np.ndarray:
+        """Class indices of ``window`` of the scene grid, burnt from the features it meets."""
         from rasterio.features import rasterize
         from shapely import box
 
-        sub = self.grid.window(r0, r1, c0, c1)
-        shape = (r1 - r0, c1 - c0)
+        sub = self.grid.window(window)
         hits = np.sort(self.tree.query(box(*sub.bounds)))  # file order: later features win
         if hits.size:
             out = rasterize(zip(self.geoms[hits], self.values[hits].tolist(), strict=True),
-                            out_shape=shape, transform=sub.transform, fill=self.fill,
+                            out_shape=window.shape, transform=sub.transform, fill=self.fill,
                             all_touched=self.options.all_touched, dtype="uint8")  # fmt: skip
         else:
-            out = np.full(shape, self.fill, np.uint8)
+            out = np.full(window.shape, self.fill, np.uint8)
         if self.options.extent == "labels" and self.fill != IGNORE:
             out[~self._in_extent(sub)] = IGNORE
         return out

@@ -89,6 +89,7 @@ def parse_band_spec(text: str | None) -> list[int | str] | None:
 
 
 def check_reference(path: str, grid: GridBox) -> None:
+    """Refuse a reference grid geoseg cannot map: no CRS, rotated or south-up transform."""
     if grid.crs is None:
         raise GridError(
             f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX {path})"
@@ -138,24 +139,10 @@ class Scene:
         order = [ref_name] + [n for n in sources if n != ref_name]
         mods: dict[str, Modality] = {}
         grid: GridBox | None = None
-        with ExitStack() as stack:
-            for name in order:
-                path = _absolute(str(sources[name]))
-                ds = stack.enter_context(_open_raster(path))
-                g = GridBox.from_dataset(ds)
-                idx = resolve_bands(path, ds, bands.get(name))
-                if grid is None:
-                    check_reference(path, g)
-                    grid = g
-                    aligned = True
-                else:
-                    aligned = _check_alignable(path, g, grid)
-                default = "bilinear" if name in CONTINUOUS_MODALITIES else "nearest"
-                mode = resampling.get(name, default)
-                if mode not in RESAMPLING:
-                    raise InputError(f"resampling {mode!r} for {name!r}: use {list(RESAMPLING)}")
-                descr = tuple(ds.descriptions[i - 1] or f"band{i}" for i in idx)
-                mods[name] = Modality(name, path, idx, descr, mode, aligned, g)
+        for name in order:
+            mods[name] = _open_modality(name, str(sources[name]), bands.get(name),
+                                        resampling.get(name), grid)  # fmt: skip
+            grid = grid or mods[name].grid
         assert grid is not None
         # keep the caller's order (the model card's modality order) for stacking
         return cls(grid, {n: mods[n] for n in sources})
@@ -227,6 +214,25 @@ class Scene:
                                              chunks={"band": -1, "x": chunks, "y": chunks})
             out[name] = da.sel(band=list(mod.bands))
         return out
+
+
+def _open_modality(name: str, source: str, bands: Sequence[int | str] | None,
+                   resampling: str | None, grid: GridBox | None) -> Modality:  # fmt: skip
+    """One modality: its bands, and whether it lies on ``grid`` (None: it is the reference)."""
+    path = _absolute(source)
+    with _open_raster(path) as ds:
+        g = GridBox.from_dataset(ds)
+        idx = resolve_bands(path, ds, bands)
+        if grid is None:
+            check_reference(path, g)
+            aligned = True
+        else:
+            aligned = _check_alignable(path, g, grid)
+        mode = resampling or ("bilinear" if name in CONTINUOUS_MODALITIES else "nearest")
+        if mode not in RESAMPLING:
+            raise InputError(f"resampling {mode!r} for {name!r}: use {list(RESAMPLING)}")
+        descr = tuple(ds.descriptions[i - 1] or f"band{i}" for i in idx)
+    return Modality(name, path, idx, descr, mode, aligned, g)
 
 
 def _absolute(path: str) -> str:

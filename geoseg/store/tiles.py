@@ -16,6 +16,7 @@ import zarr
 from geoseg._files import atomic_write_text
 from geoseg.config import NODATA
 from geoseg.errors import OutputError
+from geoseg.geometry.window import BlockReader, PixelWindow
 
 
 class TileStore:
@@ -72,26 +73,26 @@ class TileStore:
         return out
 
     def write_chunk(
-        self, index: tuple[int, int], core: tuple[int, int, int, int],
+        self, index: tuple[int, int], core: PixelWindow,
         classes: np.ndarray, confidence: np.ndarray, probabilities: np.ndarray | None,
         stats: dict[str, Any],
     ) -> None:  # fmt: skip
-        r0, r1, c0, c1 = core
+        """Store a finished chunk's arrays at ``core``, then its done marker."""
         g = self._group()
-        g["classes"][r0:r1, c0:c1] = classes
-        g["confidence"][r0:r1, c0:c1] = confidence
+        g["classes"][core.slices] = classes
+        g["confidence"][core.slices] = confidence
         if probabilities is not None:
-            g["probabilities"][:, r0:r1, c0:c1] = probabilities
+            g["probabilities"][(slice(None), *core.slices)] = probabilities
         atomic_write_text(self._marker(index), json.dumps(stats))
 
-    def reader(self, name: str):
-        """A block reader ``f(r0, r1, c0, c1) -> array`` over one stored array."""
+    def reader(self, name: str) -> BlockReader:
+        """A block reader ``f(window) -> (bands, h, w) array`` over one stored array."""
         arr = self._group("r")[name]
 
-        def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        def read(window: PixelWindow) -> np.ndarray:
             if arr.ndim == 3:
-                return arr[:, r0:r1, c0:c1]
-            return arr[r0:r1, c0:c1][None]
+                return arr[(slice(None), *window.slices)]
+            return arr[window.slices][None]
 
         return read
 

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from geoseg.errors import InputError
+from geoseg.geometry.window import PixelWindow
 
 
 def axis_starts(n: int, tile: int, stride: int) -> tuple[int, ...]:
@@ -63,9 +64,9 @@ class Chunk:
     """An output chunk (core window) and the tiles it owns."""
 
     index: tuple[int, int]
-    core: tuple[int, int, int, int]  # r0, r1, c0, c1
+    core: PixelWindow  # the output pixels this chunk finishes
     tiles: tuple[tuple[int, int], ...]  # top-left (row, col) of owned tiles
-    region: tuple[int, int, int, int] | None  # extent of the owned tiles (None: owns none)
+    region: PixelWindow | None  # extent of the owned tiles (None: owns none)
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,12 @@ class TilePlan:
 
     def __post_init__(self) -> None:
         if self.tile < 16:
-            raise InputError(f"--tile {self.tile} is too small; use at least 16 pixels")
+            raise InputError(f"tile={self.tile} is too small; use at least 16 pixels")
         if not 0 <= self.overlap < self.tile // 2 + 1:
-            raise InputError(f"--overlap {self.overlap} must be between 0 and tile/2 "
+            raise InputError(f"overlap={self.overlap} must be between 0 and tile/2 "
                              f"({self.tile // 2})")
         if self.chunk < 1:
-            raise InputError(f"--chunk {self.chunk} must be positive")
+            raise InputError(f"chunk={self.chunk} must be positive")
 
     @property
     def tile_h(self) -> int:
@@ -141,13 +142,13 @@ class TilePlan:
                 tiles = tuple((r, c) for r in rows for c in cols)
                 region = None
                 if tiles:
-                    region = (rows[0], rows[-1] + self.tile_h, cols[0], cols[-1] + self.tile_w)
-                out[(i, j)] = Chunk((i, j), (r0, r1, c0, c1), tiles, region)
+                    region = PixelWindow(rows[0], rows[-1] + self.tile_h, cols[0], cols[-1] + self.tile_w)
+                out[(i, j)] = Chunk((i, j), PixelWindow(r0, r1, c0, c1), tiles, region)
         return out
 
     def contributors(self, index: tuple[int, int]) -> list[tuple[int, int]]:
         """Chunks whose tiles reach into the core of chunk ``index`` (itself included)."""
-        r0, r1, c0, c1 = self.chunks[index].core
+        core = self.chunks[index].core
         # a tile starts in its owner chunk and is at most `tile` px long, so only chunks up to
         # this many steps up/left can reach here
         k = math.ceil(self.tile / self.chunk) + 1
@@ -156,10 +157,7 @@ class TilePlan:
         for key in (
             (a, b) for a in range(max(0, i - k), i + 1) for b in range(max(0, j - k), j + 1)
         ):
-            ch = self.chunks[key]
-            if ch.region is None:
-                continue
-            a0, a1, b0, b1 = ch.region
-            if a0 < r1 and a1 > r0 and b0 < c1 and b1 > c0:
+            region = self.chunks[key].region
+            if region is not None and region.intersects(core):
                 out.append(key)
         return sorted(out)

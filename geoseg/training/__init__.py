@@ -1,7 +1,8 @@
 """Training on labelled scenes: strict config and recipes, chunked scans of scenes and labels,
 spatially honest splits, window sampling, augmentation, normalisation statistics, losses,
 optimisers, checkpoints, DDP and the training loop with its report. May import models,
-bundle, scene, catalog, geometry and evaluation.metrics; never pipeline or cli.
+bundle, scene, catalog, geometry, evaluation.metrics and inference.engine (the one device
+check); never pipeline or cli.
 
 ``train`` and ``TrainConfig`` are importable from here (loaded on first use: torch is heavy).
 """

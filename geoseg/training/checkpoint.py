@@ -10,7 +10,6 @@ either the previous checkpoint or the new one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from geoseg._files import replace_dir
+from geoseg._files import replace_dir, temp_sibling
 from geoseg.errors import InputError
 
 TENSORS = "state.safetensors"
@@ -42,21 +41,31 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
                     meta: dict[str, Any], scaler: Any = None) -> Path:  # fmt: skip
     """Write a checkpoint folder atomically (temp folder, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_sibling(path, "")
     tmp.mkdir(parents=True)
+    try:
+        _write_state(tmp, model, optimizer, meta, scaler)
+        return replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 meta: dict[str, Any], scaler: Any) -> None:  # fmt: skip
+    """``state.safetensors`` (model, optimiser tensors, torch RNG) and ``state.json``."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(tmp / TENSORS))
+    save_file(tensors, str(folder / TENSORS))
     doc = {**meta, "optimizer": opt_meta,
            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
-    (tmp / META).write_text(json.dumps(doc, indent=1, default=float))
-    return replace_dir(tmp, path)
+    (folder / META).write_text(json.dumps(doc, indent=1, default=float))
 
 
 def has_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` holds both files of a checkpoint."""
     return (Path(path) / TENSORS).is_file() and (Path(path) / META).is_file()
 
 

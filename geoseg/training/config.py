@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from geoseg.bundle.card import ClassInfo
 from geoseg.catalog.spec import CatalogScene
 from geoseg.config import StrictModel
+from geoseg.scene.classes import ClassInfo
 from geoseg.scene.labels import VectorLabels
 
 
@@ -62,6 +62,8 @@ class AugmentSpec(StrictModel):
 
 
 class FixedNorm(StrictModel):
+    """Fixed per-band normalisation: (x − mean) / std."""
+
     mean: list[float]
     std: list[float]
 
@@ -80,6 +82,8 @@ class LossSpec(StrictModel):
 
 
 class OptimizerSpec(StrictModel):
+    """Optimiser and its hyper-parameters."""
+
     name: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)

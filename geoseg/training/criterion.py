@@ -60,11 +60,13 @@ class TrainModule(nn.Module):
 
     @property
     def loss_name(self) -> str:
+        """The loss as named in the run report."""
         if self.own_loss:
             return f"{type(self.model).__name__}.training_loss"
         return "ce" if self.spec.name == "auto" else self.spec.name
 
     def forward(self, inputs: Mapping[str, Tensor], target: Tensor) -> dict[str, Tensor]:
+        """``loss`` to backpropagate and the detached ``logits`` of a batch."""
         if self.own_loss:
             return self.model.training_loss(inputs, target)  # type: ignore[operator]
         logits = self.model(inputs)

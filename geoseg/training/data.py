@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg.bundle.card import ClassInfo
+from geoseg._files import atomic_path
 from geoseg.catalog.spec import CatalogScene
 from geoseg.config import IGNORE
 from geoseg.errors import InputError
 from geoseg.geometry.window import PixelWindow
+from geoseg.scene.classes import ClassInfo
 from geoseg.scene.labels import LabelSource, VectorLabels, open_labels
 from geoseg.scene.scene import Scene
 
@@ -67,6 +68,7 @@ class TrainScene:
     @classmethod
     def open(cls, cs: CatalogScene, modalities: Sequence[str], bands: Mapping[str, Sequence],
              classes: Sequence[ClassInfo], options: VectorLabels) -> TrainScene:  # fmt: skip
+        """Open the ``modalities`` (with their ``bands``) and the labels of a catalog scene."""
         if cs.labels is None:
             raise InputError(f"scene {cs.id!r} has no labels; add labels: to it in the catalog "
                              "or leave it out of the training scenes")  # fmt: skip
@@ -81,22 +83,22 @@ class TrainScene:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the scene grid."""
         return self.scene.grid.shape
 
-    def read(self, r0: int, c0: int, h: int, w: int) -> tuple[dict[str, np.ndarray], np.ndarray,
-                                                               np.ndarray]:  # fmt: skip
-        """Raw inputs, labels (255 where unlabelled or invalid) and validity of a window.
+    def read(self, window: PixelWindow) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Raw inputs, labels (255 where unlabelled or invalid) and validity of ``window``.
 
         Parts of the window outside the scene are padded (inputs 0, invalid, unlabelled).
         """
         H, W = self.shape
-        rr0, rr1, cc0, cc1 = max(r0, 0), min(r0 + h, H), max(c0, 0), min(c0 + w, W)
-        arrays, valid = self.scene.read(PixelWindow(rr0, rr1, cc0, cc1))
-        target = self.labels.read(rr0, rr1, cc0, cc1)
+        inner = PixelWindow(max(window.r0, 0), min(window.r1, H), max(window.c0, 0), min(window.c1, W))
+        arrays, valid = self.scene.read(inner)
+        target = self.labels.read(inner)
         target[~valid] = IGNORE
-        if (rr0, rr1, cc0, cc1) == (r0, r0 + h, c0, c0 + w):
+        if inner == window:
             return arrays, target, valid
-        pad = ((rr0 - r0, r0 + h - rr1), (cc0 - c0, c0 + w - cc1))
+        pad = ((inner.r0 - window.r0, window.r1 - inner.r1), (inner.c0 - window.c0, window.c1 - inner.c1))
         arrays = {k: np.pad(v, ((0, 0), *pad)) for k, v in arrays.items()}
         return arrays, np.pad(target, pad, constant_values=IGNORE), np.pad(valid, pad)
 
@@ -113,6 +115,7 @@ class Scan:
 
     @property
     def labelled(self) -> np.ndarray:
+        """Labelled pixels per cell (nr×nc)."""
         return self.counts.sum(axis=2)
 
 
@@ -147,7 +150,7 @@ def scan_scene(ts: TrainScene, num_classes: int, cell: int, chunk: int = 1024) -
     for r0 in range(0, H, step):
         for c0 in range(0, W, step):
             r1, c1 = min(r0 + step, H), min(c0 + step, W)
-            arrays, target, valid = ts.read(r0, c0, r1 - r0, c1 - c0)
+            arrays, target, valid = ts.read(PixelWindow(r0, r1, c0, c1))
             cr, cc = r0 // cell, c0 // cell
             shape = (-(-(r1 - r0) // cell), -(-(c1 - c0) // cell))
             sl = (slice(cr, cr + shape[0]), slice(cc, cc + shape[1]))
@@ -183,9 +186,8 @@ def cached_scan(ts: TrainScene, num_classes: int, cell: int, cache: Path, extra:
                         {m: z[f"sumsq_{m}"] for m in mods})  # fmt: skip
     scan = scan_scene(ts, num_classes, cell)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, counts=scan.counts, n=scan.n, modalities=json.dumps(list(scan.sums)),
-             **{f"sum_{m}": v for m, v in scan.sums.items()},
-             **{f"sumsq_{m}": v for m, v in scan.sumsq.items()})  # fmt: skip
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, counts=scan.counts, n=scan.n, modalities=json.dumps(list(scan.sums)),
+                 **{f"sum_{m}": v for m, v in scan.sums.items()},
+                 **{f"sumsq_{m}": v for m, v in scan.sumsq.items()})  # fmt: skip
     return scan

@@ -14,19 +14,25 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from geoseg.inference.engine import resolve_device as checked_device
+
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in the run: rank, world size and rank on its machine."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
 
     @property
     def enabled(self) -> bool:
+        """True when several processes train together."""
         return self.world > 1
 
     @property
     def main(self) -> bool:
+        """True for rank 0, the process that writes."""
         return self.rank == 0
 
 
@@ -36,10 +42,12 @@ def local_rank() -> int:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when available; under DDP each process takes its local GPU."""
+    """The training device: ``auto`` is CUDA when available, else the CPU; the name is then
+    checked as for prediction (:func:`geoseg.inference.engine.resolve_device`); a bare
+    ``cuda`` under DDP is the process's local GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    dev = checked_device(name)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
     return dev
@@ -79,10 +87,12 @@ def broadcast_flag(flag: bool, d: Dist, device: torch.device) -> bool:
 
 
 def barrier(d: Dist) -> None:
+    """Wait for every process (no-op in a single process)."""
     if d.enabled:
         dist.barrier()
 
 
 def cleanup(d: Dist) -> None:
+    """Leave the process group, if this process joined one."""
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

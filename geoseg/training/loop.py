@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from geoseg.bundle.bundle import save_bundle
 from geoseg.config import IGNORE
 from geoseg.errors import ConfigError
-from geoseg.evaluation.metrics import ConfusionMatrix
 from geoseg.training import ddp
 from geoseg.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from geoseg.training.config import TrainConfig
@@ -26,9 +24,10 @@ from geoseg.training.criterion import TrainModule, auto_class_weights
 from geoseg.training.model import build_model, ignore_indices, make_card, score
 from geoseg.training.optim import build_optimizer, lr_factor, set_lr
 from geoseg.training.prepare import prepare
-from geoseg.training.report import run_report, write_history, write_report
+from geoseg.training.report import RunFacts, run_report, write_history, write_report
 from geoseg.training.sampling import WindowSampler
-from geoseg.training.windows import TrainWindows, read_val_tile
+from geoseg.training.validation import validate
+from geoseg.training.windows import TrainWindows
 
 log = logging.getLogger("geoseg.training")
 
@@ -70,9 +69,7 @@ class Trainer:
         weights = self._class_weights()
         self.module = TrainModule(self.model, cfg.loss, weights).to(self.device)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
-        self.amp_dtype = None
-        if cfg.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = _amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.sampler = WindowSampler(self.prep.cands, self.prep.splits, cfg.sampling.mode,
                                      cfg.split.gap, cfg.seed)  # fmt: skip
@@ -81,6 +78,7 @@ class Trainer:
         self.best: dict[str, Any] = {"score": None, "step": None, "metrics": None}
         self.samples = 0
         self.elapsed = 0.0
+        self._t0 = 0.0  # start of the time not yet added to elapsed (while fitting)
         self.resumed_from: int | None = None
         self.status = "running"
         self.last_metrics: dict[str, Any] | None = None
@@ -111,9 +109,11 @@ class Trainer:
 
     @property
     def ckpt(self) -> Path:
+        """The run's checkpoint folder."""
         return self.out / "checkpoint"
 
     def resume(self) -> None:
+        """Continue from the run folder's checkpoint, when there is one and ``resume`` is set."""
         if not self.cfg.resume or not has_checkpoint(self.ckpt):
             return
         meta = load_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler)
@@ -125,6 +125,7 @@ class Trainer:
         log.info("resumed %s at step %d of %d", self.out, self.step, self.cfg.steps)
 
     def save_state(self) -> None:
+        """Checkpoint model, optimiser and progress (rank 0)."""
         if not self.dist.main:
             return
         meta = {"step": self.step, "history": self.history, "best": self.best,
@@ -137,30 +138,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[dict[str, Any], float]:
-        """Confusion matrix over this rank's share of validation tiles, summed over ranks."""
-        self.model.eval()
-        k = len(self.prep.classes)
-        cm = ConfusionMatrix(k)
-        loss_sum = np.zeros(2)
-        tiles = self.prep.val_tiles[self.dist.rank :: self.dist.world]
-        for tile in tiles:
-            inputs, target, sl = read_val_tile(self.prep.scenes, tile, self.prep.norm)
-            inputs = {n: v.to(self.device) for n, v in inputs.items()}
-            with self._autocast():
-                logits = self.model(inputs)[0][:, sl[0], sl[1]].float()
-            t = torch.from_numpy(target.astype(np.int64)).to(self.device)
-            lab = t != IGNORE
-            if lab.any():
-                ce = torch.nn.functional.cross_entropy(logits[None], t[None], ignore_index=IGNORE,
-                                                       reduction="sum")  # fmt: skip
-                loss_sum += [float(ce), float(lab.sum())]
-            cm.update(logits.argmax(0).cpu().numpy(), target)
-        cm.matrix = ddp.sum_array(cm.matrix, self.dist, self.device)
-        loss_sum = ddp.sum_array(loss_sum, self.dist, self.device)
-        self.model.train()
-        names = [c.name for c in self.prep.classes]
-        metrics = cm.metrics(names, self.ignore)
-        return metrics, (loss_sum[0] / loss_sum[1]) if loss_sum[1] else math.nan
+        """Metrics and mean loss over the validation tiles (summed over DDP ranks)."""
+        return validate(self.model, self.prep, self.device, self.dist, self._autocast, self.ignore)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -202,68 +181,105 @@ class Trainer:
                 "labelled": float(lab.sum())}  # fmt: skip
 
     def fit(self, stop_after: int | None = None) -> str:
-        """Train to ``steps`` (or ``stop_after`` more steps, or the time limit); returns status."""
-        cfg = self.cfg
-        net: torch.nn.Module = self.module
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
+        """Train to ``steps`` (or ``stop_after`` more steps, or the time limit); returns status.
 
-            ids = [self.device] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(self.module, device_ids=ids)
+        Steps run in segments that end at the next validation or checkpoint; after each
+        segment the run validates when due, then checkpoints.
+        """
+        cfg = self.cfg
+        net = self._parallel()
         self.model.train()
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         session_start = self.step
-        ckpt_every = cfg.checkpoint_every or cfg.val_every
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train",
-                   disable=not (self.progress and self.dist.main), leave=False)  # fmt: skip
-        run = self.running
-        run["t"] = time.perf_counter()
+        self.running["t"] = time.perf_counter()
         status = "finished"
         lr = 0.0
-        with bar:
+        with self._progress_bar() as bar:
             while self.step < cfg.steps:
-                end = min(cfg.steps, (self.step // cfg.val_every + 1) * cfg.val_every,
-                          (self.step // ckpt_every + 1) * ckpt_every)  # fmt: skip
-                if stop_after is not None:
-                    end = min(end, session_start + stop_after)
-                for inputs, target in self._loader(self.step, end):
-                    r = self._train_step(net, inputs, target)
-                    lr = r["lr"]
-                    self.step += 1
-                    self.samples += target.shape[0] * self.dist.world
-                    run["loss"] += r["loss"]
-                    run["n"] += 1
-                    run["correct"] += r["correct"]
-                    run["labelled"] += r["labelled"]
-                    run["samples"] += target.shape[0] * self.dist.world
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{r['loss']:.4f}", lr=f"{r['lr']:.2e}",
-                                    miou=self._last_miou())  # fmt: skip
-                    out_of_time = cfg.time_limit is not None and (
-                        self.elapsed + time.perf_counter() - t0 > cfg.time_limit * 60)
-                    if ddp.broadcast_flag(out_of_time, self.dist, self.device):
-                        status = "time_limit"
-                        break
-                self.elapsed += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                done = self.step >= cfg.steps or status == "time_limit"
-                if self.step % cfg.val_every == 0 or done:
-                    self._validate_and_record(run, lr)
-                    run = self.running = _running()
-                if status == "time_limit":
+                end = self._segment_end(session_start, stop_after)
+                out_of_time, lr = self._train_segment(net, end, bar, lr)
+                self._tick()
+                if self.step % cfg.val_every == 0 or self.step >= cfg.steps or out_of_time:
+                    self._validate_and_record(self.running, lr)
+                    self.running = _running()
+                if out_of_time:
+                    status = "time_limit"
                     break
-                if stop_after is not None and self.step - session_start >= stop_after \
-                        and self.step < cfg.steps:
+                if self._paused(session_start, stop_after):
                     status = "paused"
                     break
                 self.status = "running"
                 self.save_state()
                 ddp.barrier(self.dist)
-        self.elapsed += time.perf_counter() - t0
+        self._tick()
         self.status = status
         self.save_state()
         ddp.barrier(self.dist)
         return status
+
+    def _parallel(self) -> torch.nn.Module:
+        """The training module, wrapped in DistributedDataParallel under torchrun."""
+        if not self.dist.enabled:
+            return self.module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.module, device_ids=ids)
+
+    def _progress_bar(self) -> tqdm:
+        """The steps bar (rank 0, when progress is shown)."""
+        return tqdm(total=self.cfg.steps, initial=self.step, unit="step", desc="train",
+                    disable=not (self.progress and self.dist.main), leave=False)  # fmt: skip
+
+    def _segment_end(self, session_start: int, stop_after: int | None) -> int:
+        """The step before which this segment stops: the next validation or checkpoint, the
+        last step, or the end of this session."""
+        cfg = self.cfg
+        ckpt_every = cfg.checkpoint_every or cfg.val_every
+        end = min(cfg.steps, (self.step // cfg.val_every + 1) * cfg.val_every,
+                  (self.step // ckpt_every + 1) * ckpt_every)  # fmt: skip
+        if stop_after is not None:
+            end = min(end, session_start + stop_after)
+        return end
+
+    def _train_segment(self, net: torch.nn.Module, end: int, bar: tqdm, lr: float) -> tuple[bool, float]:
+        """Train steps up to ``end``; returns whether the time limit stopped it, and the last lr."""
+        for inputs, target in self._loader(self.step, end):
+            r = self._train_step(net, inputs, target)
+            lr = r["lr"]
+            self._count(r, target.shape[0] * self.dist.world)
+            bar.update(1)
+            bar.set_postfix(loss=f"{r['loss']:.4f}", lr=f"{r['lr']:.2e}", miou=self._last_miou())
+            if ddp.broadcast_flag(self._out_of_time(), self.dist, self.device):
+                return True, lr
+        return False, lr
+
+    def _count(self, r: dict[str, float], samples: int) -> None:
+        """Add one step's results to the totals and to the running sums since validation."""
+        self.step += 1
+        self.samples += samples
+        run = self.running
+        run["loss"] += r["loss"]
+        run["n"] += 1
+        run["correct"] += r["correct"]
+        run["labelled"] += r["labelled"]
+        run["samples"] += samples
+
+    def _out_of_time(self) -> bool:
+        """The run's ``time_limit`` (minutes, over all sessions) is spent."""
+        limit = self.cfg.time_limit
+        return limit is not None and self.elapsed + time.perf_counter() - self._t0 > limit * 60
+
+    def _tick(self) -> None:
+        """Add the time since the last tick to ``elapsed``."""
+        now = time.perf_counter()
+        self.elapsed += now - self._t0
+        self._t0 = now
+
+    def _paused(self, session_start: int, stop_after: int | None) -> bool:
+        """This session did its ``stop_after`` steps and the run is not finished."""
+        return (stop_after is not None and self.step - session_start >= stop_after
+                and self.step < self.cfg.steps)  # fmt: skip
 
     def _last_miou(self) -> str:
         if not self.history or self.history[-1].get("val_miou") is None:
@@ -316,10 +332,31 @@ class Trainer:
                            self.status, best_metrics)  # fmt: skip
 
     def report(self) -> dict[str, Any]:
-        return run_report(self)
+        """The run report (train_report.json) as it stands."""
+        return run_report(self.cfg, self.prep, self.facts())
+
+    def facts(self) -> RunFacts:
+        """Where the run stands, as plain values for the report."""
+        n_params = sum(p.numel() for p in self.model.inference_state_dict().values())
+        return RunFacts(
+            source=self.source, out=self.out, checkpoint=self.ckpt, status=self.status,
+            step=self.step, resumed_from=self.resumed_from, samples=self.samples,
+            elapsed=self.elapsed, device=str(self.device), world=self.dist.world,
+            model_arguments=self.model.args.model_dump(mode="json"),
+            inference_parameters=int(n_params), loss_name=self.module.loss_name,
+            amp=self.amp_dtype is not None, ignore=self.ignore, split=self.split, best=self.best,
+        )  # fmt: skip
 
     def close(self) -> None:
+        """Leave the process group (DDP)."""
         ddp.cleanup(self.dist)
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 (else fp16) on CUDA when ``amp`` is set; None for full precision."""
+    if cfg.amp and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
 
 
 def _running() -> dict[str, Any]:

@@ -23,6 +23,7 @@ log = logging.getLogger("geoseg.training")
 
 
 def ignore_indices(cfg: TrainConfig, prep: Prepared, source: str) -> list[int]:
+    """Indices of ``ignore_classes`` (ids or names) in the class table."""
     out = []
     for item in cfg.ignore_classes:
         idx = next((i for i, c in enumerate(prep.classes)
@@ -35,6 +36,7 @@ def ignore_indices(cfg: TrainConfig, prep: Prepared, source: str) -> list[int]:
 
 
 def score(metrics: dict[str, Any], best_metric: str, source: str) -> float:
+    """The value of ``best_metric`` in validation ``metrics`` (higher is better)."""
     if best_metric.startswith("iou:"):
         name = best_metric[4:]
         if name not in metrics["per_class"]:
@@ -47,6 +49,8 @@ def score(metrics: dict[str, Any], best_metric: str, source: str) -> float:
 
 
 def build_model(cfg: TrainConfig, prep: Prepared, resolve: Callable[[str], Path]) -> SegModel:
+    """The configured model, seeded by ``cfg.seed``; ``model.init`` tensors of matching shape
+    are loaded from that bundle."""
     torch.manual_seed(cfg.seed)
     model = create(cfg.model.architecture, prep.modalities, len(prep.classes),
                    **cfg.model.arguments)  # fmt: skip
@@ -64,6 +68,7 @@ def build_model(cfg: TrainConfig, prep: Prepared, resolve: Callable[[str], Path]
 
 def make_card(cfg: TrainConfig, prep: Prepared, model: SegModel, metrics: dict[str, Any],
               step: int, source: str, split: dict[str, Any]) -> ModelCard:  # fmt: skip
+    """The model card of a bundle saved at ``step`` with validation ``metrics``."""
     mods = {n: ModalityCard(bands=prep.roles[n], mean=prep.norm[n]["mean"],
                             std=prep.norm[n]["std"], resampling=prep.resampling[n])
             for n in prep.modalities}  # fmt: skip

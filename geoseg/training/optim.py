@@ -40,6 +40,7 @@ def lr_factor(spec: ScheduleSpec, step: int, total: int) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    """Set every group's learning rate to ``base_lr · factor``; returns it."""
     lr = base_lr * factor
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg.bundle.card import ClassInfo
-from geoseg.catalog.spec import Catalog, CatalogScene, CatalogSpec, resolve_paths
+from geoseg.catalog.loader import Catalog
+from geoseg.catalog.paths import resolve_paths
+from geoseg.catalog.spec import CatalogScene, CatalogSpec
 from geoseg.errors import ConfigError
+from geoseg.scene.classes import ClassInfo
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import Scan, TrainScene, band_roles, cached_scan
 from geoseg.training.sampling import Candidates, ValTile, training_candidates, validation_tiles
@@ -117,6 +119,30 @@ def prepare(cfg: TrainConfig, resolve: Callable[[str], Path], default_catalog: s
             source: str, cache: Path) -> Prepared:  # fmt: skip
     """Open and scan the scenes, split them, list windows, compute normalisation."""
     cat_scenes, classes, catalog = load_scenes(cfg, resolve, default_catalog, source)
+    scenes = open_scenes(cfg, cat_scenes, classes, source)
+    modalities = scenes[0].scene.band_counts
+    cell = cfg.sampling.stride or max(cfg.sampling.window // 4, 4)
+    extra = f"{cfg.vector_labels.model_dump_json()}|{[c.id for c in classes]}"
+    scans = [cached_scan(ts, len(classes), cell, cache, extra) for ts in scenes]
+    splits = split_scenes(cfg.split, [(ts.id, ts.shape, ts.split) for ts in scenes],
+                          [s.labelled for s in scans], cell, source)  # fmt: skip
+    cands = training_candidates(scans, splits, cfg.sampling, cfg.split.gap, source)
+    tiles = _validation_tiles(cfg, splits, scans, source)
+    norm = normalisation(modalities, cfg.normalise, scans, splits, source)
+    first = scenes[0].scene
+    return Prepared(
+        classes=classes, modalities=modalities,
+        roles={m: band_roles(cat_scenes[0], first, m) for m in modalities},
+        resampling={m: first.modalities[m].resampling for m in modalities},
+        scenes=scenes, scans=scans, splits=splits, cands=cands, val_tiles=tiles, norm=norm,
+        class_pixels=_class_pixels(scans, splits, len(classes)),
+        gsd=float(first.grid.resolution[0]), catalog=catalog, catalog_scenes=cat_scenes,
+    )  # fmt: skip
+
+
+def open_scenes(cfg: TrainConfig, cat_scenes: Sequence[CatalogScene], classes: Sequence[ClassInfo],
+                source: str) -> list[TrainScene]:  # fmt: skip
+    """The training scenes with the model's modalities and bands (the same in every scene)."""
     names = cfg.modalities or list(cat_scenes[0].modalities)
     unknown = sorted(set(cfg.bands) - set(names))
     if unknown:
@@ -130,28 +156,24 @@ def prepare(cfg: TrainConfig, resolve: Callable[[str], Path], default_catalog: s
             raise ConfigError(f"{source}: scene {ts.id!r} has bands {ts.scene.band_counts} but "
                               f"{scenes[0].id!r} has {modalities}; select the same bands in "
                               "every scene (bands: or the catalog's roles)")  # fmt: skip
-    cell = cfg.sampling.stride or max(cfg.sampling.window // 4, 4)
-    extra = f"{cfg.vector_labels.model_dump_json()}|{[c.id for c in classes]}"
-    scans = [cached_scan(ts, len(classes), cell, cache, extra) for ts in scenes]
-    splits = split_scenes(cfg.split, [(ts.id, ts.shape, ts.split) for ts in scenes],
-                          [s.labelled for s in scans], cell, source)  # fmt: skip
-    cands = training_candidates(scans, splits, cfg.sampling, cfg.split.gap, source)
+    return scenes
+
+
+def _validation_tiles(cfg: TrainConfig, splits: Sequence[SceneSplit], scans: Sequence[Scan],
+                      source: str) -> list[ValTile]:  # fmt: skip
+    """Tiles of the validation areas (window-sized, with context); at least one."""
     context = cfg.sampling.val_context
     tiles = validation_tiles(splits, scans, cfg.sampling.window,
                              cfg.sampling.window // 8 if context is None else context)
     if not tiles:
         raise ConfigError(f"{source}: the validation area holds no labelled pixel; change the "
                           "split")  # fmt: skip
-    norm = normalisation(modalities, cfg.normalise, scans, splits, source)
-    pixels = np.zeros(len(classes), np.int64)
+    return tiles
+
+
+def _class_pixels(scans: Sequence[Scan], splits: Sequence[SceneSplit], k: int) -> list[int]:
+    """Labelled pixels per class in the training area (cells usable for training)."""
+    pixels = np.zeros(k, np.int64)
     for scan, sp in zip(scans, splits, strict=True):
         pixels += scan.counts[train_cells(sp, scan)].sum(axis=0)
-    first = scenes[0].scene
-    return Prepared(
-        classes=classes, modalities=modalities,
-        roles={m: band_roles(cat_scenes[0], first, m) for m in modalities},
-        resampling={m: first.modalities[m].resampling for m in modalities},
-        scenes=scenes, scans=scans, splits=splits, cands=cands, val_tiles=tiles, norm=norm,
-        class_pixels=[int(v) for v in pixels], gsd=float(first.grid.resolution[0]),
-        catalog=catalog, catalog_scenes=cat_scenes,
-    )  # fmt: skip
+    return [int(v) for v in pixels]

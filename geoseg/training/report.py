@@ -6,14 +6,37 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geoseg import __version__
 from geoseg._files import atomic_write_text
+from geoseg.training.config import TrainConfig
+from geoseg.training.prepare import Prepared
 
-if TYPE_CHECKING:
-    from geoseg.training.loop import Trainer
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run did, as plain values: the report's part besides the config and the data."""
+
+    source: str
+    out: Path
+    checkpoint: Path
+    status: str
+    step: int
+    resumed_from: int | None
+    samples: int
+    elapsed: float
+    device: str
+    world: int
+    model_arguments: dict[str, Any]
+    inference_parameters: int
+    loss_name: str
+    amp: bool
+    ignore: list[int]
+    split: dict[str, Any]
+    best: dict[str, Any]
 
 
 def write_history(rows: Sequence[dict[str, Any]], out: Path) -> tuple[Path, Path]:
@@ -69,44 +92,42 @@ def report_markdown(rep: dict[str, Any]) -> str:
 
 
 def write_report(rep: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """``train_report.json`` and its Markdown summary ``train_report.md`` in ``out``."""
     jp, mp = out / "train_report.json", out / "train_report.md"
     atomic_write_text(jp, json.dumps(rep, indent=2, default=str))
     atomic_write_text(mp, report_markdown(rep))
     return jp, mp
 
 
-def run_report(tr: Trainer) -> dict[str, Any]:
+def run_report(cfg: TrainConfig, prep: Prepared, run: RunFacts) -> dict[str, Any]:
     """Everything about a run, for train_report.json."""
-    cfg, prep = tr.cfg, tr.prep
     names = [c.name for c in prep.classes]
-    n_params = sum(p.numel() for p in tr.model.inference_state_dict().values())
     return {
-        "geoseg_version": __version__, "pipeline": tr.source, "out": str(tr.out),
-        "status": tr.status, "steps_done": tr.step, "steps_planned": cfg.steps,
-        "resumed_from_step": tr.resumed_from, "samples_seen": tr.samples,
-        "seconds": round(tr.elapsed, 2),
-        "samples_per_s": tr.samples / tr.elapsed if tr.elapsed else 0.0,
-        "device": str(tr.device), "world_size": tr.dist.world,
-        "model": {"architecture": cfg.model.architecture,
-                  "arguments": tr.model.args.model_dump(mode="json"),
-                  "inference_parameters": int(n_params)},
-        "loss": tr.module.loss_name, "optimizer": cfg.optimizer.model_dump(mode="json"),
+        "geoseg_version": __version__, "pipeline": run.source, "out": str(run.out),
+        "status": run.status, "steps_done": run.step, "steps_planned": cfg.steps,
+        "resumed_from_step": run.resumed_from, "samples_seen": run.samples,
+        "seconds": round(run.elapsed, 2),
+        "samples_per_s": run.samples / run.elapsed if run.elapsed else 0.0,
+        "device": run.device, "world_size": run.world,
+        "model": {"architecture": cfg.model.architecture, "arguments": run.model_arguments,
+                  "inference_parameters": run.inference_parameters},
+        "loss": run.loss_name, "optimizer": cfg.optimizer.model_dump(mode="json"),
         "schedule": cfg.schedule.model_dump(mode="json"), "recipe": cfg.recipe,
         "batch": cfg.batch, "window": cfg.sampling.window, "sampling": cfg.sampling.mode,
-        "amp": tr.amp_dtype is not None, "clip_grad": cfg.clip_grad, "seed": cfg.seed,
+        "amp": run.amp, "clip_grad": cfg.clip_grad, "seed": cfg.seed,
         "classes": [c.model_dump() for c in prep.classes],
         "class_pixels": dict(zip(names, prep.class_pixels, strict=True)),
-        "ignored_in_mean": [names[i] for i in tr.ignore],
+        "ignored_in_mean": [names[i] for i in run.ignore],
         "scenes": [{"id": s.id, "shape": list(s.shape), "catalog_split": s.split}
                    for s in prep.scenes],
         "modalities": {m: {"bands": prep.roles[m], **prep.norm[m]} for m in prep.modalities},
-        "normalisation": prep.norm, "split": tr.split,
+        "normalisation": prep.norm, "split": run.split,
         "vector_labels": cfg.vector_labels.model_dump(),
         "scene_specs": [s.model_dump(mode="json", exclude_none=True)
                         for s in prep.catalog_scenes],
-        "best": tr.best, "best_metric": cfg.best_metric,
-        "outputs": {"best": str(tr.out / "best"), "last": str(tr.out / "last"),
-                    "history_csv": str(tr.out / "history.csv"),
-                    "history_json": str(tr.out / "history.json"),
-                    "checkpoint": str(tr.ckpt)},
+        "best": run.best, "best_metric": cfg.best_metric,
+        "outputs": {"best": str(run.out / "best"), "last": str(run.out / "last"),
+                    "history_csv": str(run.out / "history.csv"),
+                    "history_json": str(run.out / "history.json"),
+                    "checkpoint": str(run.checkpoint)},
     }  # fmt: skip

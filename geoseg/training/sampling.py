@@ -30,8 +30,8 @@ class Candidates:
         return len(self.scene)
 
     def rect(self, i: int) -> PixelWindow:
-        r0, c0 = int(self.r0[i]), int(self.c0[i])
-        return PixelWindow(r0, r0 + self.window, c0, c0 + self.window)
+        """The window of candidate ``i`` (before jitter)."""
+        return PixelWindow.at(int(self.r0[i]), int(self.c0[i]), self.window, self.window)
 
 
 def _positions(size: int, window: int, cell: int) -> np.ndarray:
@@ -69,7 +69,7 @@ def training_candidates(scans: Sequence[Scan], splits: Sequence[SceneSplit], spe
         ok = counts.sum(axis=2) >= max(spec.min_labelled * area, 1)
         for a, b in zip(*np.nonzero(ok), strict=True):
             r0, c0 = int(rr[a, b]), int(cc[a, b])
-            if split.allows_training(PixelWindow(r0, r0 + win, c0, c0 + win), gap):
+            if split.allows_training(PixelWindow.at(r0, c0, win, win), gap):
                 parts.append((i, r0, c0, counts[a, b]))
     if not parts:
         raise ConfigError(f"{source}: no training window of {win} px with at least "
@@ -111,7 +111,7 @@ class WindowSampler:
         h, w = self.splits[s].shape
         dr, dc = (int(v) for v in rng.integers(0, cell, size=2))
         r1, c1 = min(r0 + dr, max(h - win, 0)), min(c0 + dc, max(w - win, 0))
-        if self.splits[s].allows_training(PixelWindow(r1, r1 + win, c1, c1 + win), self.gap):
+        if self.splits[s].allows_training(PixelWindow.at(r1, c1, win, win), self.gap):
             r0, c0 = r1, c1
         return s, r0, c0, rng
 
@@ -141,6 +141,6 @@ def validation_tiles(splits: Sequence[SceneSplit], scans: Sequence[Scan], tile: 
                     if not cells.any():
                         continue
                     read = PixelWindow(max(core.r0 - context, 0), min(core.r1 + context, h),
-                                max(core.c0 - context, 0), min(core.c1 + context, w))
+                                       max(core.c0 - context, 0), min(core.c1 + context, w))
                     out.append(ValTile(i, core, read))
     return out

@@ -34,6 +34,7 @@ class SceneSplit:
         return not any(grown.intersects(v) for v in self.val)
 
     def to_dict(self) -> dict:
+        """The split of this scene for the run report."""
         return {"scene": self.scene_id, "train": self.train,
                 "val_rects": [v.as_list() for v in self.val],
                 "val_pixels": sum(v.area for v in self.val)}  # fmt: skip

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geoseg.geometry.window import PixelWindow
 from geoseg.training.augment import geometric, photometric
 from geoseg.training.config import AugmentSpec
 from geoseg.training.data import TrainScene
@@ -37,13 +38,15 @@ class TrainWindows(Dataset):
         self.window, self.batch, self.start, self.stop, self.rank = window, batch, start, stop, rank
 
     def __len__(self) -> int:
+        """Windows of this rank: one batch per step of ``start:stop``."""
         return max(self.stop - self.start, 0) * self.batch
 
     def __getitem__(self, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Normalised, augmented inputs and labels of window ``j``."""
         step = self.start + j // self.batch
         s, r0, c0, rng = self.sampler.draw(step, self.rank, j % self.batch)
         # windows larger than a scene are padded (inputs 0, labels ignored)
-        arrays, target, valid = self.scenes[s].read(r0, c0, self.window, self.window)
+        arrays, target, valid = self.scenes[s].read(PixelWindow.at(r0, c0, self.window, self.window))
         arrays = normalise(arrays, valid, self.norm)
         arrays["__valid__"] = valid[None].astype(np.float32)
         arrays, target = geometric(arrays, target, self.augment, rng)
@@ -57,9 +60,8 @@ def read_val_tile(scenes: Sequence[TrainScene], tile: ValTile,
                   norm: Mapping[str, Mapping[str, list[float]]]
                   ) -> tuple[dict[str, torch.Tensor], np.ndarray, tuple[slice, slice]]:  # fmt: skip
     """Inputs of the tile's read rectangle, labels of its core, and the core's slices in it."""
-    rd, core = tile.read, tile.core
-    arrays, target, valid = scenes[tile.scene].read(rd.r0, rd.c0, rd.r1 - rd.r0, rd.c1 - rd.c0)
+    arrays, target, valid = scenes[tile.scene].read(tile.read)
     arrays = normalise(arrays, valid, norm)
-    sl = (slice(core.r0 - rd.r0, core.r1 - rd.r0), slice(core.c0 - rd.c0, core.c1 - rd.c0))
+    sl = tile.core.relative_to(tile.read).slices
     inputs = {k: torch.from_numpy(v)[None] for k, v in arrays.items()}
     return inputs, target[sl], sl

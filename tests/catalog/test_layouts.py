@@ -6,14 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from rasterio.transform import from_origin
 
 from geoseg.catalog.layouts import ISAID_CLASSES, ISPRS_CLASSES, LAYOUTS, build_catalog
-from geoseg.catalog.spec import load_catalog, validate_catalog
+from geoseg.catalog.loader import load_catalog
+from geoseg.catalog.validate import validate_catalog
 from geoseg.errors import ConfigError, InputError
-
-from .test_catalog import invoke
+from tests.support import invoke, write_geotiff
 
 RNG = np.random.default_rng(0)
 ISPRS_RGB = [tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in ISPRS_CLASSES]
@@ -23,13 +22,10 @@ ISAID_RGB = [tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in ISA
 def raster(path: Path, data: np.ndarray, *, crs: str | None = None, res: float = 0.25,
            origin: tuple[float, float] = (0.0, 0.0), driver: str = "GTiff") -> Path:  # fmt: skip
     """Write a small raster in the dataset's format (GeoTIFF with CRS, or a plain PNG/JPEG)."""
-    data = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
-    geo = {"crs": crs, "transform": from_origin(*origin, res, res)} if crs else {}
-    with rasterio.open(path, "w", driver=driver, width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype, **geo) as ds:  # fmt: skip
-        ds.write(data)
-    return path
+    geo = {"crs": crs, "transform": from_origin(*origin, res, res)} if crs else \
+        {"crs": None, "transform": None}  # not georeferenced (rasterio's defaults)
+    return write_geotiff(path, data if data.ndim == 3 else data[None], driver=driver, **geo)
 
 
 def rgb(h: int = 32, w: int = 32) -> np.ndarray:

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.bundle.card import ClassInfo, ModalityCard, ModelCard
+from geoseg.bundle.card import ModalityCard, ModelCard
 from geoseg.catalog.spec import CatalogScene
 from geoseg.errors import InputError
 from geoseg.evaluation.evaluate import class_indices, score_scene
 from geoseg.evaluation.metrics import ConfusionMatrix
 from geoseg.geometry.window import PixelWindow
+from geoseg.scene.classes import ClassInfo
 from geoseg.scene.labels import VectorLabels
-from tests.support import DATA
+from tests.support import DATA, write_geotiff
 
 ALEX = DATA / "alexandria"
 # class ids that are not indices: the scorer must map ids -> indices on both sides
@@ -34,14 +35,11 @@ def prediction(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pred") / "classes.tif"
     with rasterio.open(ALEX / "hag.tif") as src:
         hag = src.read(1)
-        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
-                   "dtype": "uint8", "crs": src.crs, "transform": src.transform, "nodata": 255,
-                   "tiled": True, "blockxsize": 64, "blockysize": 64}  # fmt: skip
+        crs, transform = src.crs, src.transform
     classes = np.where(hag > 4, 20, 10).astype(np.uint8)
     classes[200:, 200:] = 255
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(classes, 1)
-    return path
+    return write_geotiff(path, classes[None], crs=crs, transform=transform, nodata=255,
+                         tiled=True, blockxsize=64, blockysize=64)
 
 
 def _whole(prediction: Path, region: PixelWindow | None = None) -> ConfusionMatrix:
@@ -52,7 +50,8 @@ def _whole(prediction: Path, region: PixelWindow | None = None) -> ConfusionMatr
         from geoseg.geometry.grid import GridBox
 
         grid = GridBox.from_dataset(ds)
-    target = open_labels(SCENE.labels, grid, CARD.classes, VL).read(0, grid.height, 0, grid.width)
+    labels = open_labels(SCENE.labels, grid, CARD.classes, VL)
+    target = labels.read(PixelWindow(0, grid.height, 0, grid.width))
     idx = np.full(256, 255, np.uint8)
     idx[10], idx[20] = 0, 1
     pred = idx[pred]

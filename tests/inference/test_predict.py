@@ -11,10 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from geoseg.bundle.bundle import load_bundle, save_bundle
-from geoseg.bundle.card import ModalityCard, ModelCard, default_classes
-from geoseg.inference.chunks import ChunkJob, accumulate, build_graph, finish, run_graph
+from geoseg.bundle.card import ModalityCard, ModelCard
+from geoseg.geometry.window import PixelWindow
+from geoseg.inference.chunks import ChunkJob, accumulate, finish
 from geoseg.inference.engine import Engine
+from geoseg.inference.graph import build_graph, run_graph
 from geoseg.models import SegModel, register
+from geoseg.scene.classes import default_classes
 from geoseg.scene.scene import Scene
 from geoseg.store.tiles import TileStore
 from geoseg.tiling.plan import TilePlan
@@ -63,16 +66,17 @@ def run_tiled(bundle: Path, scene: Scene, tile: int, overlap: int, chunk: int, r
     plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, chunk)
     job = ChunkJob(scene, plan, batch, np.array([c.id for c in b.card.classes], np.uint8), True)
     store = TileStore.create(root, scene.grid.shape, chunk, b.card.num_classes, True, {})
-    graph, keys = build_graph(job, engine, store, list(plan.chunks))
-    run_graph(graph, keys, workers)
+    graph, finals, timings = build_graph(job, engine, list(plan.chunks), store)
+    run_graph(graph, finals + timings, workers)
     assert not list(root.glob("handover/*"))  # every spilled hand-over was taken
     h, w = scene.grid.shape
-    return store.reader("classes")(0, h, 0, w)[0], store.reader("probabilities")(0, h, 0, w)
+    whole = PixelWindow(0, h, 0, w)
+    return store.reader("classes")(whole)[0], store.reader("probabilities")(whole)
 
 
 def whole_image(bundle: Path, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     engine = Engine(load_bundle(bundle))
-    arrays, valid = scene.read(0, scene.grid.height, 0, scene.grid.width)
+    arrays, valid = scene.read(PixelWindow(0, scene.grid.height, 0, scene.grid.width))
     x = engine.normalise(arrays, valid)
     probs = engine.probabilities({k: v[None] for k, v in x.items()})[0]
     return probs.argmax(0), probs, valid
@@ -109,7 +113,7 @@ def test_chunk_size_and_workers_do_not_change_the_result(unet_rgb: Path, tmp_pat
 
 def test_nodata_collar_is_nodata_everywhere(unet_rgb: Path, tmp_path: Path) -> None:
     scene = Scene.open({"image": RGB})
-    _, valid = scene.read(0, scene.grid.height, 0, scene.grid.width)
+    _, valid = scene.read(PixelWindow(0, scene.grid.height, 0, scene.grid.width))
     assert 0.3 < 1 - valid.mean() < 0.35  # the 32.5 % collar
     cls, probs = run_tiled(unet_rgb, scene, 256, 32, 300, tmp_path / "s")
     assert (cls[~valid] == 255).all() and (cls[valid] != 255).all()
@@ -162,4 +166,4 @@ def test_finish_can_be_retried_after_its_worker_died(unet_rgb: Path, tmp_path: P
               for src in plan.contributors((1, 0))]  # fmt: skip
     assert finish(job, ref, (1, 0), *direct) == stats
     core = plan.chunks[(1, 0)].core
-    np.testing.assert_array_equal(store.reader("classes")(*core), ref.reader("classes")(*core))
+    np.testing.assert_array_equal(store.reader("classes")(core), ref.reader("classes")(core))

@@ -18,10 +18,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from geoseg.bundle.bundle import load_bundle, save_bundle
-from geoseg.bundle.card import ModalityCard, ModelCard, default_classes
+from geoseg.bundle.card import ModalityCard, ModelCard
 from geoseg.errors import InputError, ModelError
 from geoseg.models import SegModel, create, get_model_class, list_models
 from geoseg.models.blocks import count_parameters, make_encoder
+from geoseg.scene.classes import default_classes
 
 ALEXANDRIA = Path(__file__).parents[1] / "data" / "alexandria"
 

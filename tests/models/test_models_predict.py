@@ -12,7 +12,8 @@ from rio_cogeo.cogeo import cog_validate
 
 from geoseg.bundle.untrained import init_bundle
 from geoseg.models import get_model_class, list_models
-from geoseg.runs.predict import PredictOptions, predict
+from geoseg.runs.options import PredictOptions
+from geoseg.runs.predict import predict
 from tests.support import DATA, run_cli
 
 OLINDA = DATA / "olinda"

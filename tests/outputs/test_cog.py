@@ -13,6 +13,7 @@ from rasterio.errors import RasterioIOError
 
 from geoseg.errors import OutputError
 from geoseg.geometry.grid import GridBox
+from geoseg.geometry.window import PixelWindow
 from geoseg.outputs import cog as cog_module
 from geoseg.outputs.cog import cog_info, write_cog
 from tests.support import RGB
@@ -38,8 +39,8 @@ def classes(rgb: tuple[np.ndarray, GridBox]) -> np.ndarray:
 def reader(arr: np.ndarray, nodata: int | None = None):
     """Block reader over an in-memory array; None for all-nodata windows (like the store)."""
 
-    def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
-        win = arr[..., r0:r1, c0:c1]
+    def read(window: PixelWindow) -> np.ndarray | None:
+        win = arr[(..., *window.slices)]
         return None if nodata is not None and (win == nodata).all() else win
 
     return read
@@ -125,7 +126,7 @@ def test_tiny_raster_smaller_than_one_block(
     tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray
 ) -> None:
     _, grid = rgb
-    tiny = grid.window(300, 320, 400, 430)  # 20 x 30 px
+    tiny = grid.window(PixelWindow(300, 320, 400, 430))  # 20 x 30 px
     part = classes[300:320, 400:430]
     out = write_cog(
         tmp_path / "tiny.tif",
@@ -149,9 +150,9 @@ def test_block_cache_is_capped_during_the_write(
     _, grid = rgb
     seen = []
 
-    def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    def read(window: PixelWindow) -> np.ndarray:
         seen.append(int(get_gdal_config("GDAL_CACHEMAX")))
-        return classes[r0:r1, c0:c1]
+        return classes[window.slices]
 
     write_cog(tmp_path / "c.tif", grid, read, count=1, dtype="uint8", nodata=255, cache_mb=80)
     assert set(seen) == {80 * 2**20}  # rasterio takes bytes: 80 would have meant 80 bytes
@@ -196,10 +197,10 @@ def test_reader_errors_propagate_and_leave_nothing(
 ) -> None:
     _, grid = rgb
 
-    def failing(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        if r0 > 0:
+    def failing(window: PixelWindow) -> np.ndarray:
+        if window.r0 > 0:
             raise RuntimeError("tile store unreadable")
-        return classes[r0:r1, c0:c1]
+        return classes[window.slices]
 
     with pytest.raises(RuntimeError, match="tile store"):
         write_cog(tmp_path / "c.tif", grid, failing, count=1, dtype="uint8", nodata=255, block=256)

@@ -17,7 +17,7 @@ from geoseg.pipeline.pipeline import (
     register_step,
 )
 from geoseg.pipeline.steps import PredictStep
-from geoseg.runs.predict import PredictOptions
+from geoseg.runs.options import PredictOptions
 
 REPO = Path(__file__).resolve().parents[2]
 

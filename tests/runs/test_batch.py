@@ -18,11 +18,12 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.bundle.card import ModalityCard, ModelCard, default_classes
+from geoseg.bundle.card import ModalityCard, ModelCard
 from geoseg.bundle.untrained import init_bundle
-from geoseg.catalog.spec import load_catalog
+from geoseg.catalog.loader import load_catalog
 from geoseg.runs.batch import scene_inputs
-from geoseg.runs.predict import PredictOptions
+from geoseg.runs.options import PredictOptions
+from geoseg.scene.classes import default_classes
 from tests.support import DATA, RGB, SHARED, invoke
 
 OLINDA = DATA / "olinda" / "L7_ETMs.tif"

@@ -10,16 +10,21 @@ import pytest
 import rasterio
 from rasterio.features import rasterize
 
-from geoseg.bundle.card import ClassInfo
 from geoseg.catalog.spec import LabelSpec
 from geoseg.config import IGNORE
 from geoseg.errors import InputError
 from geoseg.geometry.grid import GridBox
+from geoseg.geometry.window import PixelWindow
+from geoseg.scene.classes import ClassInfo
 from geoseg.scene.labels import LabelSource, VectorLabels, open_labels
 from tests.support import DATA, shared
 
 ALEX = DATA / "alexandria"
 BUILDINGS = [ClassInfo(id=0, name="background"), ClassInfo(id=1, name="building")]
+
+
+def _whole_grid(grid: GridBox) -> PixelWindow:
+    return PixelWindow(0, grid.height, 0, grid.width)
 
 
 def _grid(path: Path) -> GridBox:
@@ -29,8 +34,8 @@ def _grid(path: Path) -> GridBox:
 
 def _tiled(src: LabelSource, grid: GridBox, chunk: int) -> np.ndarray:
     out = np.empty(grid.shape, np.uint8)
-    for r0, r1, c0, c1 in grid.chunks(chunk):
-        out[r0:r1, c0:c1] = src.read(r0, r1, c0, c1)
+    for window in grid.chunks(chunk):
+        out[window.slices] = src.read(window)
     return out
 
 
@@ -52,10 +57,10 @@ def test_vector_windows_equal_gdal_rasterisation(all_touched: bool) -> None:
 def test_unlabelled_is_ignored_not_background() -> None:
     grid = _grid(ALEX / "hag.tif")
     spec = LabelSpec(path=str(ALEX / "buildings.geojson"), class_value=1)
-    plain = open_labels(spec, grid, BUILDINGS).read(0, grid.height, 0, grid.width)
+    plain = open_labels(spec, grid, BUILDINGS).read(_whole_grid(grid))
     assert set(np.unique(plain)) == {1, IGNORE}
     ext = open_labels(spec, grid, BUILDINGS, VectorLabels(background=0, extent="labels"))
-    lab = ext.read(0, grid.height, 0, grid.width)
+    lab = ext.read(_whole_grid(grid))
     assert set(np.unique(lab)) == {0, 1, IGNORE}
     assert lab[0, 0] == IGNORE and lab[grid.height // 2, grid.width // 2] != IGNORE
 
@@ -73,21 +78,18 @@ def test_berlin_polygons_match_the_gdal_rasterised_labels() -> None:
     assert np.array_equal(ours, expect)  # pixel for pixel
 
 
-def test_raster_labels_map_ids_and_ignore(tmp_path: Path) -> None:
+def test_raster_labels_map_ids_and_ignore(make_geotiff) -> None:
     grid = _grid(ALEX / "hag.tif")
     data = np.full(grid.shape, 7, np.uint8)  # 7 = unlabelled
     data[:50] = 3
     data[50:100] = 9
-    path = tmp_path / "labels.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=1,
-                       dtype="uint8", crs=grid.crs, transform=grid.transform) as ds:
-        ds.write(data, 1)
+    path = make_geotiff("labels.tif", data[None], crs=grid.crs, transform=grid.transform)
     classes = [ClassInfo(id=9, name="nine"), ClassInfo(id=3, name="three")]
     lab = open_labels(LabelSpec(path=str(path), ignore=7), grid, classes)
-    out = lab.read(0, grid.height, 0, grid.width)
+    out = lab.read(_whole_grid(grid))
     assert (out[:50] == 1).all() and (out[50:100] == 0).all() and (out[100:] == IGNORE).all()
     with pytest.raises(InputError, match=r"label values \[7\] are not in the class table"):
-        open_labels(LabelSpec(path=str(path)), grid, classes).read(0, 200, 0, 10)
+        open_labels(LabelSpec(path=str(path)), grid, classes).read(PixelWindow(0, 200, 0, 10))
 
 
 def test_bad_vector_labels(tmp_path: Path) -> None:
@@ -113,14 +115,14 @@ def test_points_are_buffered(tmp_path: Path) -> None:
                            geometry=gpd.points_from_xy([cx, cx + 40], [cy, cy]), crs=grid.crs)
     pts.to_file(tmp_path / "pts.gpkg")
     spec = LabelSpec(path=str(tmp_path / "pts.gpkg"), class_field="cls")  # names work too
-    single = open_labels(spec, grid, BUILDINGS).read(0, grid.height, 0, grid.width)
+    single = open_labels(spec, grid, BUILDINGS).read(_whole_grid(grid))
     assert (single != IGNORE).sum() == 2 and single[80, 100] == 1
     disc = open_labels(spec, grid, BUILDINGS, VectorLabels(buffer=5.0))
-    out = disc.read(0, grid.height, 0, grid.width)
+    out = disc.read(_whole_grid(grid))
     assert (out == 1).sum() > 10 and (out == 0).sum() > 10
 
 
-def test_raster_labels_on_another_grid_are_warped_by_nearest(tmp_path: Path) -> None:
+def test_raster_labels_on_another_grid_are_warped_by_nearest(make_geotiff) -> None:
     """A 4 m label raster (no nodata) read on the 2 m scene grid: nearest neighbour, and
     pixels beyond the label raster unlabelled."""
     from affine import Affine
@@ -132,12 +134,9 @@ def test_raster_labels_on_another_grid_are_warped_by_nearest(tmp_path: Path) -> 
     shape = (100, 110)
     lab4 = rasterize([(g, 1) for g in gdf.geometry], out_shape=shape, transform=coarse,
                      fill=0, dtype="uint8")  # fmt: skip
-    path = tmp_path / "labels4m.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
-                       dtype="uint8", crs=grid.crs, transform=coarse) as ds:
-        ds.write(lab4, 1)
+    path = make_geotiff("labels4m.tif", lab4[None], crs=grid.crs, transform=coarse)
     src = open_labels(LabelSpec(path=str(path)), grid, BUILDINGS)
-    out = src.read(0, grid.height, 0, grid.width)
+    out = src.read(_whole_grid(grid))
     assert (out[:20] == IGNORE).all() and (out[:, :20] == IGNORE).all()
     # every 2 m pixel takes the value of the 4 m cell containing its centre
     assert np.array_equal(out[20:220:2, 20:240:2], lab4)

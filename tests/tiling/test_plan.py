@@ -39,7 +39,7 @@ def test_every_tile_owned_once_and_every_pixel_reached(chunk: int) -> None:
     owned = [t for ch in plan.chunks.values() for t in ch.tiles]
     assert sorted(owned) == sorted((r, c) for r in plan.rows for c in plan.cols)
     for idx, ch in plan.chunks.items():
-        r0, r1, c0, c1 = ch.core
+        r0, r1, c0, c1 = ch.core.as_list()
         weight = np.zeros((r1 - r0, c1 - c0))
         for src in plan.contributors(idx):
             for r, c in plan.chunks[src].tiles:
@@ -59,7 +59,7 @@ def test_overlap_factor_and_small_scene() -> None:
 
 
 def test_bad_plan_settings() -> None:
-    with pytest.raises(InputError, match="--overlap"):
+    with pytest.raises(InputError, match="overlap="):
         TilePlan(100, 100, 64, 40, 64)
-    with pytest.raises(InputError, match="--tile"):
+    with pytest.raises(InputError, match="tile="):
         TilePlan(100, 100, 8, 0, 64)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from geoseg.bundle.bundle import read_card
 from geoseg.errors import ConfigError, InputError
 from geoseg.pipeline.pipeline import Pipeline
-from tests.support import DATA, run_cli
+from tests.support import DATA, invoke, run_cli
 
 ALEX = DATA / "alexandria"
 
@@ -62,23 +62,9 @@ steps:
     return path
 
 
-def geoseg(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    """The geoseg CLI with the train/evaluate commands (wired in geoseg.cli.main, or not yet)."""
-    from geoseg.cli.main import cli
-
-    if "train" in cli.commands:
-        return run_cli(*args, check=check)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "geoseg.cli.train", *map(str, args)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(f"geoseg {args} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
-
-
 def test_train_predict_evaluate_through_the_cli(tmp_path: Path) -> None:
     pipe = train_pipeline(tmp_path, evaluate=True)
-    proc = geoseg("train", pipe, "--no-progress")
+    proc = run_cli("train", pipe, "--no-progress")
     assert "step train: ok" in proc.stdout and "step evaluate: ok" in proc.stdout
     run = tmp_path / "work" / "train"
     card = read_card(run / "best")
@@ -104,10 +90,10 @@ def test_train_predict_evaluate_through_the_cli(tmp_path: Path) -> None:
     assert (out / "hag_classes.tif").is_file()
 
     ev_dir = tmp_path / "eval"
-    proc = geoseg("evaluate", ALEX / "hag.tif", "--labels", ALEX / "buildings.geojson",
-                  "--class-value", "1", "--background", "0", "--extent", "labels", "--model",
-                  run / "best", "--out", ev_dir, "--tile", "64", "--no-progress",
-                  "--tiles-dir", tmp_path / "tiles")  # fmt: skip
+    proc = run_cli("evaluate", ALEX / "hag.tif", "--labels", ALEX / "buildings.geojson",
+                   "--class-value", "1", "--background", "0", "--extent", "labels", "--model",
+                   run / "best", "--out", ev_dir, "--tile", "64", "--no-progress",
+                   "--tiles-dir", tmp_path / "tiles")  # fmt: skip
     assert "mIoU" in proc.stdout
     whole = json.loads((ev_dir / "evaluation.json").read_text())
     assert whole["pixels"] > ev["pixels"]  # whole labelled extent > held-out stripe
@@ -118,10 +104,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     pipe = train_pipeline(tmp_path, steps=150, extra="    checkpoint_every: 2\n"
                           "    val_every: 100\n")  # fmt: skip
     state = tmp_path / "work" / "train" / "checkpoint" / "state.json"
-    from geoseg.cli.main import cli
-
-    module = "geoseg.cli.main" if "train" in cli.commands else "geoseg.cli.train"
-    proc = subprocess.Popen([sys.executable, "-m", module, "train", str(pipe), "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "geoseg.cli.main", "train", str(pipe), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.time() + 120
@@ -132,7 +115,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
         proc.wait()
     killed_at = json.loads(state.read_text())["step"]
     assert 0 < killed_at < 150, killed_at
-    geoseg("train", pipe, "--no-progress")
+    run_cli("train", pipe, "--no-progress")
     rep = json.loads((tmp_path / "work" / "train" / "train_report.json").read_text())
     assert rep["status"] == "finished" and rep["steps_done"] == 150
     assert rep["resumed_from_step"] is not None and rep["resumed_from_step"] >= killed_at
@@ -145,12 +128,9 @@ def rep_history(tmp_path: Path) -> list[dict]:
 
 def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     pipe = train_pipeline(tmp_path, steps=4, extra="    val_every: 2\n")
-    from geoseg.cli.main import cli
-
-    module = "geoseg.cli.main" if "train" in cli.commands else "geoseg.cli.train"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", "-m", module, "train", str(pipe),
+                           "--nproc_per_node", "2", "-m", "geoseg.cli.main", "train", str(pipe),
                            "--no-progress"], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -165,9 +145,9 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
 
 def test_unknown_pipeline_key_is_one_line_exit_2(tmp_path: Path) -> None:
     pipe = train_pipeline(tmp_path, extra="    sampling: {windw: 32}\n")
-    proc = geoseg("train", pipe, check=False)
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
+    code, _, stderr = invoke("train", pipe)
+    assert code == 2
+    last = stderr.strip().splitlines()[-1]
     assert str(pipe) in last and "unknown key 'windw'" in last and "did you mean 'window'" in last
 
 
@@ -270,7 +250,8 @@ def test_shipped_training_pipelines_validate(name: str) -> None:
 
 
 def test_committed_demo_bundle(tmp_path: Path) -> None:
-    from geoseg.runs.predict import PredictOptions, predict
+    from geoseg.runs.options import PredictOptions
+    from geoseg.runs.predict import predict
 
     demo = REPO / "models" / "demo"
     size = sum(p.stat().st_size for p in demo.iterdir())

@@ -1,0 +1,121 @@
+"""Computing the chunks of a run into its tile store: here (threads) or on a Dask cluster."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from geoseg.inference.chunks import ChunkJob
+from geoseg.inference.engine import StageTimer, open_engine
+from geoseg.inference.graph import build_graph, run_graph
+from geoseg.runs.job import RunSetup
+from geoseg.runs.options import PredictOptions
+from geoseg.runtime import available_cores, gdal_env, plan_threads, release_free_memory
+from geoseg.store.tiles import TileStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Computed:
+    """What the chunk phase leaves: the store, what was resumed, the threads used, timings."""
+
+    store: TileStore
+    done_before: set[tuple[int, int]]
+    workers: int
+    threads: int
+    timer: StageTimer = field(default_factory=StageTimer)
+
+
+def open_store(run: RunSetup) -> TileStore:
+    """The run's tile store: created, emptied first when the options say so."""
+    opts, card = run.opts, run.card
+    root = (Path(opts.tiles_dir) / run.rid).resolve()
+    if opts.overwrite or not opts.resume:
+        TileStore(root).remove()
+    manifest = {"run": run.rid, "image": str(run.image), "model": str(run.model),
+                "digest": run.digest, "tile": run.plan.tile, "overlap": run.plan.overlap,
+                "chunk": opts.chunk}  # fmt: skip
+    store = TileStore.create(root, run.scene.grid.shape, opts.chunk, card.num_classes,
+                             opts.probabilities, manifest)  # fmt: skip
+    store.clear_handovers()
+    return store
+
+
+def compute_chunks(run: RunSetup) -> Computed:
+    """Compute every chunk not finished yet into the tile store."""
+    store, plan, opts = open_store(run), run.plan, run.opts
+    done_before = set(store.done_stats())
+    pending = [idx for idx in plan.chunks if idx not in done_before]
+    # fewer chunks than workers: give the idle workers' cores to torch instead
+    workers, threads = plan_threads(min(opts.workers or available_cores(), max(1, len(pending))))
+    torch.set_num_threads(threads)
+    log.info("run %s: %d chunks (%d already done), %d tiles of %d px, overlap %d px, "
+             "%d worker(s) x %d thread(s)", run.rid, len(plan.chunks), len(done_before),
+             plan.n_tiles, plan.tile, plan.overlap, workers, threads)  # fmt: skip
+    out = Computed(store, done_before, workers, threads)
+    if not run.card.trained:
+        log.warning("model %s has untrained (random) weights: predictions are meaningless",
+                    run.model)  # fmt: skip
+    t_run = time.perf_counter()
+    if pending:
+        _run_pending(run, out, pending)
+    out.timer.add("chunks_wall", time.perf_counter() - t_run)
+    return out
+
+
+def _run_pending(run: RunSetup, out: Computed, pending: list[tuple[int, int]]) -> None:
+    job = ChunkJob(scene=run.scene, plan=run.plan, batch=run.opts.batch,
+                   class_ids=np.array([c.id for c in run.card.classes], np.uint8),
+                   probabilities=run.opts.probabilities)  # fmt: skip
+    bar = tqdm(total=len(run.plan.chunks), initial=len(out.done_before), unit="chunk",
+               desc="predict", disable=not run.opts.progress, leave=False)  # fmt: skip
+    with gdal_env(), bar:
+        if run.opts.scheduler:
+            results = _run_on_cluster(job, out.store, run.model, run.digest, pending, run.opts,
+                                      out.workers, bar)  # fmt: skip
+        else:
+            results = _run_here(job, out.store, run.model, pending, run.opts, out.workers,
+                                out.threads, bar, out.timer)  # fmt: skip
+    for res in results[len(pending):]:
+        for stage, sec in res.items():
+            out.timer.add(stage, sec)
+    del results
+    # a recomputed accumulate (its worker died) may re-spill pieces for stored chunks
+    out.store.clear_handovers()
+    # the workers' freed buffers stay in their malloc arenas, under the vectoriser's peak
+    release_free_memory()
+
+
+def _run_here(job: ChunkJob, store: TileStore, model: str | Path, pending: list,
+              opts: PredictOptions, workers: int, threads: int, bar: tqdm,
+              timer: StageTimer) -> list:  # fmt: skip
+    """Run the chunk graph in this process (threads); the model is released on return."""
+    with timer.clock("load_model"):
+        engine = open_engine(model, opts.device, threads, opts.amp)
+    graph, finals, timings = build_graph(job, engine, pending, store, ahead=2 * workers)
+    return run_graph(graph, finals + timings, workers, on_done=lambda _: bar.update(1))
+
+
+def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: str,
+                    pending: list, opts: PredictOptions, workers: int, bar: tqdm) -> list:  # fmt: skip
+    """Run the chunk graph on a dask.distributed cluster (workers share the tile store)."""
+    from geoseg.inference.cluster import EngineSpec, open_client, run_distributed
+
+    spec = EngineSpec(str(Path(model).resolve()), digest, opts.device, threads=0, amp=opts.amp)
+    client = open_client(str(opts.scheduler), workers)
+    bar.write(f"dask dashboard: {client.dashboard_link}")
+    try:
+        graph, finals, timings = build_graph(job, spec, pending, store, ahead=2 * workers)
+        return run_distributed(client, graph, finals + timings, on_done=lambda _: bar.update(1))
+    finally:
+        cluster = client.cluster if opts.scheduler == "local" else None
+        client.close()
+        if cluster is not None:
+            cluster.close()

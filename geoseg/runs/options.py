@@ -1,0 +1,46 @@
+"""The options of a prediction run: one strict model shared by the CLI, pipelines and evaluate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from geoseg.config import StrictModel
+
+VECTOR_EXT = {"gpkg": ".gpkg", "shp": ".shp", "parquet": ".parquet", "fgb": ".fgb"}
+
+
+class PredictOptions(StrictModel):
+    """Settings of one prediction run (CLI flags, pipeline keys and service fields share these
+    names; ``geoseg.cli.options`` generates the flags from the fields)."""
+
+    tile: int | None = Field(None, description="model tile size (default: the bundle's)")
+    overlap: int | None = Field(None, description="tile overlap px (default: the bundle's halo, "
+                                "at most tile/4)")
+    chunk: int | None = Field(None, ge=16, description="output chunk size in pixels (default: "
+                              "1024, smaller for small scenes so every worker has work)")
+    batch: int | None = Field(None, ge=1, description="tiles per model call (default: 1 on "
+                              "CPU, 8 on CUDA)")
+    device: str = Field("cpu", description="cpu or cuda (cuda:N)")
+    amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")
+    workers: int | None = Field(None, ge=1, description="parallel chunk tasks (default: cores)")
+    bands: Sequence[int | str] | None = Field(None, description="bands of IMAGE feeding the model, "
+                                              "e.g. 1,2,3 or red,green,blue")
+    modality_bands: Mapping[str, Sequence[int | str]] = Field(
+        default_factory=dict, description="bands of a modality: NAME=1,2 or NAME=elev (repeatable)")
+    probabilities: bool = Field(False, description="also write the per-class probability COG")
+    confidence: bool = Field(True, description="write the confidence COG")
+    vector: Literal["gpkg", "shp", "parquet", "fgb", "none"] = Field(
+        "gpkg", description="polygon layer format")
+    min_area: float = Field(0.0, ge=0, description="drop polygons smaller than this (m²)")
+    simplify: float = Field(0.0, ge=0, description="simplification tolerance (CRS units)")
+    resume: bool = Field(True, description="continue from the finished chunks of the same run")
+    overwrite: bool = Field(False, description="recompute even if the run is finished")
+    tiles_dir: Path = Field(Path("tiles"), description="tile store workspace")
+    progress: bool = Field(True, description="progress bars")
+    scheduler: str | None = Field(
+        None, description='Dask scheduler address (tcp://host:port), or "local" for a '
+        "LocalCluster of worker processes; default: threads in this process")
