@@ -74,7 +74,7 @@ def main() -> None:
         mosaic_scene(SOURCE, scene, a.size)
     bundle = init_bundle("unet", {"image": 3}, 6, seed=0, tile=a.tile, stats_from=SOURCE,
                          stats_bands=[3, 2, 1], output=a.work / "unet")  # fmt: skip
-    from geoseg.bundle.bundle import read_card
+    from geoseg.bundle.folder import read_card
 
     card = read_card(bundle)
     plan = TilePlan(a.size, a.size, a.tile, min(card.halo, a.tile // 4), a.chunk)

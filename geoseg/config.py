@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from geoseg.errors import ConfigError
+from geoseg.limits import check_file_size, limits, raise_hint
 
 
 class StrictModel(BaseModel):
@@ -39,18 +40,76 @@ M = typing.TypeVar("M", bound=BaseModel)
 
 
 def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML file (safe loader); also return its node tree (line numbers for errors)."""
+    """Parse a YAML file (safe loader); also return its node tree (line numbers for errors).
+
+    Hostile files end in a ConfigError, not in memory: a file over ``max_config_bytes``,
+    aliases expanding to more than ``max_yaml_nodes`` nodes (a "billion laughs"), recursive
+    aliases, nesting deeper than Python's stack (``geoseg.limits``).
+    """
+    check_file_size(path, "YAML file")
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror}); check the path") from None
+    except ValueError:  # UnicodeDecodeError
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8 YAML") from None
     try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_expansion(path, node)
+        return yaml.safe_load(text), node
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: not valid YAML ({problem}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply; flatten the file") from None
+
+
+def _check_expansion(path: Path, root: yaml.Node | None) -> None:
+    """Refuse aliases that expand the document beyond ``max_yaml_nodes`` or into itself.
+
+    Counts the nodes of the document as a reader sees it (an alias counts its whole target
+    again) in one pass over the distinct nodes (iterative: no recursion limit).
+    """
+    if root is None:
+        return
+    cap = limits().max_yaml_nodes
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if finished:
+            open_.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            if size[key] > cap:
+                line = node.start_mark.line + 1
+                raise ConfigError(f"{path}:{line}: YAML aliases (*name) expand the document to "
+                                  f"more than {cap} nodes; write the values out, or "
+                                  f"{raise_hint('max_yaml_nodes', size[key])}")  # fmt: skip
+            continue
+        if key in size:
+            continue
+        open_.add(key)
+        stack.append((node, True))
+        for kid in kids:
+            if id(kid) in open_:
+                line = kid.start_mark.line + 1
+                raise ConfigError(f"{path}:{line}: a YAML alias refers to a node that contains "
+                                  "it (recursive); remove the alias")  # fmt: skip
+            if id(kid) not in size:
+                stack.append((kid, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def parse(model: type[M], data: Any, path: Path | str, node: yaml.Node | None = None,

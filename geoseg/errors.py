@@ -36,3 +36,18 @@ class ModelError(GeosegError, KeyError):
 
 class OutputError(GeosegError, OSError):
     """An output location cannot be written."""
+
+
+class BusyError(GeosegError, RuntimeError):
+    """Another process is working on the same run (it holds the run's lock).
+
+    ``holder`` is the lock's owner (``geoseg.store.lock.LockOwner``: pid, host, command), or
+    None when the lock file is damaged.
+    """
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    def __reduce__(self):  # pickled across Dask workers and processes
+        return (type(self), (str(self), self.holder))

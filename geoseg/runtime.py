@@ -1,9 +1,11 @@
-"""Process-level settings: CPU threads and GDAL's block cache, set once per run."""
+"""Process-level settings: CPU threads, GDAL's block cache and the level of GDAL's messages,
+set once per run."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -70,3 +72,32 @@ def release_free_memory() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, ...): nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+#: Where rasterio logs the messages GDAL signals (``rasterio._env``; ``rasterio._err`` too in
+#: some versions).
+GDAL_LOGGERS = ("rasterio._env", "rasterio._err")
+
+
+class _GdalLevel(logging.Filter):
+    """rasterio logs the errors GDAL signals at INFO ("GDAL signalled an error: ..."): GDAL
+    recovers from most (probing side files, a tag it cannot rewrite), and those it does not
+    come back as exceptions that geoseg reports in its own words. Either way they are detail
+    for debugging: DEBUG. GDAL's warnings stay at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+
+_GDAL_LEVEL = _GdalLevel()
+
+
+def route_gdal_messages() -> None:
+    """Log GDAL's messages at their level (see ``_GdalLevel``); idempotent. The filter sits on
+    the loggers that create the records, so every handler sees the same level."""
+    for name in GDAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _GDAL_LEVEL not in logger.filters:
+            logger.addFilter(_GDAL_LEVEL)

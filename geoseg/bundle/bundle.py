@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from geoseg import __version__
 from geoseg._files import replace_dir
 from geoseg.bundle.card import ModelCard
-from geoseg.config import format_validation_error
+from geoseg.bundle.folder import CARD, WEIGHTS, bundle_digest, read_card
 from geoseg.errors import BundleError, GeosegError
 from geoseg.models import SegModel, create
-
-CARD = "card.json"
-WEIGHTS = "weights.safetensors"
 
 
 @dataclass
@@ -40,8 +34,10 @@ class Bundle:
 
 
 def build_model(card: ModelCard) -> SegModel:
-    """The card's architecture with its arguments (weights not loaded)."""
-    return create(card.architecture, card.band_counts, card.num_classes, **card.arguments)
+    """The card's architecture with its arguments (weights not loaded: no pretrained encoder
+    weights are read or downloaded, the bundle's own weights replace them)."""
+    return create(card.architecture, card.band_counts, card.num_classes, load_weights=False,
+                  **card.arguments)  # fmt: skip
 
 
 def save_bundle(model: SegModel, card: ModelCard, path: str | Path) -> Path:
@@ -57,53 +53,6 @@ def save_bundle(model: SegModel, card: ModelCard, path: str | Path) -> Path:
     return replace_dir(tmp, path)
 
 
-def _refuse_pickle(path: Path) -> None:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise BundleError(
-            f"{path}: this is a pickled PyTorch checkpoint; geoseg never unpickles files "
-            "(it can run arbitrary code). Give a bundle folder (card.json + weights.safetensors)"
-        )
-    raise BundleError(
-        f"{path}: not a geoseg bundle; give a folder with {CARD} and {WEIGHTS} "
-        "(create one with `geoseg model init`)"
-    )
-
-
-def read_card(path: str | Path) -> ModelCard:
-    """Read and validate a bundle's card."""
-    path = Path(path)
-    if not path.exists():
-        raise BundleError(f"{path}: bundle not found; check the --model path")
-    if path.is_file():
-        _refuse_pickle(path)
-    card_file = path / CARD
-    if not card_file.is_file() or not (path / WEIGHTS).is_file():
-        raise BundleError(f"{path}: bundle needs {CARD} and {WEIGHTS}; re-export the bundle")
-    try:
-        return ModelCard.model_validate_json(card_file.read_text())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            raise BundleError(f"{card_file}: corrupt card ({first['msg']}); re-export the "
-                              "bundle") from None  # fmt: skip
-        msg = format_validation_error(exc, f"{card_file}: invalid card", model=ModelCard)
-        raise BundleError(msg) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{card_file}: corrupt card ({exc}); re-export the bundle") from None
-
-
-def bundle_digest(path: str | Path) -> str:
-    """SHA-256 over card and weights: identifies a bundle (cache keys, run ids)."""
-    h = hashlib.sha256()
-    for name in (CARD, WEIGHTS):
-        with open(Path(path) / name, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle folder; the model is in eval mode on ``device``."""
     path = Path(path)
@@ -112,6 +61,19 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         state = load_file(str(path / WEIGHTS), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{path / WEIGHTS}: corrupt weights ({exc}); re-export the bundle") from None
+    # the card's shapes checked against the weights first, on torch's "meta" device (no
+    # memory): a card asking for a huge model (a damaged or hostile width) fails here
+    # instead of allocating it; the real model is then the size of the weights file
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(card)
+    except GeosegError as exc:
+        raise BundleError(f"{path / CARD}: {exc}") from None
+    except Exception:  # an architecture that cannot be built on "meta"
+        skeleton = None
+    if skeleton is not None:
+        missing, unexpected = _mismatch(skeleton.inference_state_dict(), state)
+        _check_match(path, missing, unexpected)
     try:
         model = build_model(card)
     except GeosegError as exc:
@@ -125,6 +87,22 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         )
     model.to(device).eval()
     return Bundle(path=path, card=card, model=model, digest=bundle_digest(path))
+
+
+def _mismatch(own: dict[str, torch.Tensor],
+              state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:  # fmt: skip
+    """Keys missing from ``state`` (or of another shape), and keys ``own`` does not have."""
+    missing = [k for k in own if k not in state or own[k].shape != state[k].shape]
+    return missing, [k for k in state if k not in own]
+
+
+def _check_match(path: Path, missing: list[str], unexpected: list[str]) -> None:
+    if missing or unexpected:
+        raise BundleError(
+            f"{path / WEIGHTS}: weights do not match the card's architecture "
+            f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
+            f"{(missing or unexpected)[0]!r}); re-export the bundle"
+        )
 
 
 def _load_state(model: SegModel, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

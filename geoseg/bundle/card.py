@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from geoseg.config import StrictModel
 from geoseg.scene.classes import ClassInfo
+from geoseg.scene.indices import IndexBands
 
 
 class ModalityCard(StrictModel):
@@ -30,6 +31,25 @@ class ModalityCard(StrictModel):
         return self
 
 
+class PretrainedWeights(StrictModel):
+    """Pretrained encoder weights a bundle started from (provenance; prediction needs none)."""
+
+    argument: str = Field(description="the architecture argument, e.g. encoder_weights")
+    name: str = Field(description="e.g. torchgeo:ResNet50_Weights.SENTINEL2_ALL_MOCO")
+    url: str
+    licence: str
+    source: str = Field(description="where the name was resolved, e.g. torchgeo 0.8.1")
+    publication: str | None = None
+    modalities: list[str]
+    bands: list[str] = Field(description="the weight's bands, as its source names them")
+    roles: list[str] = Field(description="the weight's bands as roles")
+    new_bands: list[str] = Field(default_factory=list, description="input bands the weight "
+                                 "does not know: new first-layer channels, zero at the start")
+    normalisation: dict[str, list[list[float] | None]] = Field(
+        default_factory=dict, description="per modality and band, the pretraining's (mean, std) "
+        "written to the card; null where the weight knows no such band")  # fmt: skip
+
+
 class ModelCard(StrictModel):
     """JSON card stored beside the weights of a bundle."""
 
@@ -37,7 +57,7 @@ class ModelCard(StrictModel):
     format_version: Literal[1] = 1
     architecture: str
     arguments: dict[str, Any] = Field(default_factory=dict)
-    modalities: dict[str, ModalityCard]
+    modalities: dict[str, ModalityCard] = Field(min_length=1)
     classes: list[ClassInfo] = Field(min_length=1)
     tile_size: int = Field(512, ge=16)
     halo: int = Field(32, ge=0)
@@ -45,6 +65,12 @@ class ModelCard(StrictModel):
     trained: bool = False
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    pretrained: list[PretrainedWeights] = Field(
+        default_factory=list, exclude_if=lambda v: not v,  # absent when empty: older readers
+        description="pretrained weights the encoders started from")  # fmt: skip
+    derived: dict[str, IndexBands] = Field(
+        default_factory=dict, description="modalities computed from others' bands (spectral "
+        "indices, geoseg.scene.indices): prediction recomputes them")  # fmt: skip
     geoseg_version: str = ""
     description: str = ""
 
@@ -53,7 +79,23 @@ class ModelCard(StrictModel):
         ids = [c.id for c in self.classes]
         if len(set(ids)) != len(ids):
             raise ValueError("class ids must be unique")
+        for name, spec in self.derived.items():
+            if name not in self.modalities or spec.source not in self.modalities:
+                raise ValueError(f"derived modality {name!r} and its source {spec.source!r} "
+                                 "must both be modalities of the card")  # fmt: skip
+            if self.modalities[name].bands != spec.indices:
+                raise ValueError(f"derived modality {name!r}: bands must be its indices "
+                                 f"{spec.indices}")  # fmt: skip
         return self
+
+    @property
+    def raster_modalities(self) -> list[str]:
+        """Modalities read from rasters (not derived), in order; the first is the reference."""
+        return [m for m in self.modalities if m not in self.derived]
+
+    def source_roles(self) -> dict[str, list[str]]:
+        """Band roles of the raster modalities (what derived modalities are computed from)."""
+        return {m: self.modalities[m].bands for m in self.raster_modalities}
 
     @property
     def num_classes(self) -> int:

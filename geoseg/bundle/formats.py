@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from geoseg._files import file_digest
-from geoseg.bundle.bundle import bundle_digest, read_card
 from geoseg.bundle.card import ModelCard
+from geoseg.bundle.folder import bundle_digest, read_card
 
 
 def is_onnx(model: str | Path) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from geoseg._files import atomic_path, writable_folder
 from geoseg.bundle.card import ModelCard
 from geoseg.errors import BundleError
 
@@ -29,14 +30,19 @@ def deepness_metadata(card: ModelCard) -> dict[str, str]:
     """Metadata keys read by the QGIS Deepness plugin (values JSON-encoded), plus the card.
 
     Deepness feeds RGB scaled to 0..1, so its standardisation is the card's divided by 255
-    (exact for 8-bit imagery, which is what Deepness reads).
+    (exact for 8-bit imagery, which is what Deepness reads). The overlap, in percent of the
+    tile, is the one ``geoseg predict`` uses (``ModelCard.default_overlap``). The tile size
+    goes under both ``tiles_size`` (Deepness's documentation) and ``tile_size`` (what its
+    code reads: ``ModelBase.get_metadata_tile_size``).
     """
     ref = card.modalities[card.reference]
+    tile = card.tile_size
     meta = {
         "model_type": json.dumps("Segmentor"),
         "class_names": json.dumps({str(c.id): c.name for c in card.classes}),
-        "tiles_size": json.dumps(card.tile_size),
-        "tiles_overlap": json.dumps(round(100 * card.halo / card.tile_size)),
+        "tile_size": json.dumps(tile),
+        "tiles_size": json.dumps(tile),
+        "tiles_overlap": json.dumps(round(100 * card.default_overlap(tile) / tile)),
         "standardization_mean": json.dumps([m / 255 for m in ref.mean]),
         "standardization_std": json.dumps([s / 255 for s in ref.std]),
         "seg_thresh": json.dumps(0.0),
@@ -59,18 +65,18 @@ def export_onnx(bundle: str | Path, out: str | Path, opset: int = 17) -> Path:
     t = card.tile_size
     example = tuple(torch.randn(1, len(card.modalities[n].bands), t, t) for n in names)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.onnx.export(
-        _Exported(b.model.eval(), names), example, str(tmp), input_names=names,
-        output_names=["probabilities"], opset_version=opset, dynamo=False,
-        dynamic_axes={**{n: {0: "batch"} for n in names}, "probabilities": {0: "batch"}},
-    )  # fmt: skip
-    model = onnx.load(str(tmp))
-    for key, value in deepness_metadata(card).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
+    writable_folder(out)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(
+            _Exported(b.model.eval(), names), example, str(tmp), input_names=names,
+            output_names=["probabilities"], opset_version=opset, dynamo=False,
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "probabilities": {0: "batch"}},
+        )  # fmt: skip
+        model = onnx.load(str(tmp))
+        for key, value in deepness_metadata(card).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
     return out
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from geoseg.bundle.bundle import save_bundle
-from geoseg.bundle.card import ModalityCard, ModelCard
+from geoseg.bundle.card import ModalityCard, ModelCard, PretrainedWeights
 from geoseg.models import create
+from geoseg.models.torchgeo_weights import apply_normalisation
 from geoseg.scene.classes import default_classes
 from geoseg.scene.scene import Scene
 from geoseg.scene.stats import band_stats
@@ -29,9 +30,16 @@ def init_bundle(
     tile: int = 512,
     stats_from: str | Path | Mapping[str, str | Path] | None = None,
     stats_bands: Sequence[int | str] | None = None,
+    roles: Mapping[str, Sequence[str]] | None = None,
     output: str | Path,
 ) -> Path:
-    """Build ``arch`` with random weights (``torch.manual_seed(seed)`` right before) and save it."""
+    """Build ``arch`` with random weights (``torch.manual_seed(seed)`` right before) and save it.
+
+    ``roles`` names each band per modality (default ``b1``, ``b2``... / ``dem_1``...);
+    pretrained torchgeo weights in ``arguments`` (``encoder_weights: torchgeo:...``) are
+    matched to the bands by these roles, and their normalisation replaces the statistics of
+    the bands they know.
+    """
     arguments = dict(arguments or {})
     stats: dict[str, tuple[list[float], list[float]]] = {}
     if stats_from is not None:
@@ -39,8 +47,9 @@ def init_bundle(
         bands = {"image": stats_bands} if stats_bands else None
         stats = band_stats(Scene.open(dict(sources), bands=bands))
     torch.manual_seed(seed)
-    model = create(arch, dict(modalities), num_classes, **arguments)
-    cards = _modality_cards(modalities, stats)
+    names = {m: list((roles or {}).get(m) or _default_roles(m, n)) for m, n in modalities.items()}
+    model = create(arch, dict(modalities), num_classes, band_roles=names, **arguments)
+    cards = _modality_cards(modalities, stats, names, model.pretrained)
     card = ModelCard(
         architecture=arch,
         arguments=model.args.model_dump(),
@@ -49,15 +58,23 @@ def init_bundle(
         tile_size=tile,
         halo=model.halo,
         trained=False,
+        pretrained=[PretrainedWeights(**r) for r in model.pretrained],
         description=f"untrained {arch} (seed {seed})",
     )
     return save_bundle(model, card, output)
 
 
+def _default_roles(name: str, n: int) -> list[str]:
+    return [f"{name}_{i + 1}" for i in range(n)] if name != "image" else [
+        f"b{i + 1}" for i in range(n)]  # fmt: skip
+
+
 def _modality_cards(
-    modalities: Mapping[str, int], stats: Mapping[str, tuple[list[float], list[float]]]
+    modalities: Mapping[str, int], stats: Mapping[str, tuple[list[float], list[float]]],
+    roles: Mapping[str, Sequence[str]] | None = None, pretrained: Sequence[Mapping] = (),
 ) -> dict[str, ModalityCard]:
-    """Band names and normalisation of each modality: measured statistics, else fixed scales."""
+    """Band names and normalisation of each modality: the pretrained weights' normalisation
+    for the bands they know, else measured statistics, else fixed scales."""
     cards = {}
     for name, n in modalities.items():
         if name in stats and len(stats[name][0]) == n:
@@ -65,8 +82,8 @@ def _modality_cards(
         else:
             m, s = ELEVATION_SCALE.get(name, (0.0, 1.0))
             mean, std = [m] * n, [s] * n
-        roles = [f"{name}_{i + 1}" for i in range(n)] if name != "image" else [
-            f"b{i + 1}" for i in range(n)]
-        cards[name] = ModalityCard(bands=roles, mean=mean, std=std,
+        mean, std, _ = apply_normalisation(pretrained, name, mean, std)
+        names = list((roles or {}).get(name) or _default_roles(name, n))
+        cards[name] = ModalityCard(bands=names, mean=mean, std=std,
                                    resampling="bilinear")  # fmt: skip
     return cards

@@ -20,6 +20,7 @@ from geoseg.catalog.paths import map_paths, relative_path, resolve_paths
 from geoseg.catalog.spec import CatalogScene, CatalogSpec
 from geoseg.config import load_yaml, parse
 from geoseg.errors import ConfigError, InputError
+from geoseg.limits import check_file_size
 from geoseg.scene.classes import ClassInfo
 
 
@@ -31,19 +32,25 @@ class Catalog:
         self.source = Path(source) if source is not None else None
 
     @classmethod
-    def load(cls, path: str | Path) -> Catalog:
-        """Read a YAML catalog or a STAC Collection/ItemCollection/Catalog (JSON)."""
+    def load(cls, path: str | Path, allow_outside: bool | None = None) -> Catalog:
+        """Read a YAML catalog or a STAC Collection/ItemCollection/Catalog (JSON).
+
+        Args:
+            allow_outside: accept relative paths leading outside the catalog's folder and
+                other URL schemes (default: ``geoseg.catalog.paths.outside_paths_allowed``).
+        """
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: catalog file not found; check the path")
+        check_file_size(path, "catalog file")
         if stac.is_stac(path):
-            return load_stac(path)
+            return load_stac(path, allow_outside)
         data, node = load_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a catalog is a mapping with a scenes: list; "
                               "see docs/catalogs.md")  # fmt: skip
         spec = parse(CatalogSpec, data, path, node)
-        return cls(resolve_paths(spec, path.parent), path)
+        return cls(resolve_paths(spec, path.parent, path, allow_outside), path)
 
     @property
     def name(self) -> str:
@@ -98,12 +105,12 @@ class Catalog:
         return path
 
 
-def load_catalog(path: str | Path) -> Catalog:
+def load_catalog(path: str | Path, allow_outside: bool | None = None) -> Catalog:
     """Shorthand for ``Catalog.load``."""
-    return Catalog.load(path)
+    return Catalog.load(path, allow_outside)
 
 
-def load_stac(path: str | Path) -> Catalog:
+def load_stac(path: str | Path, allow_outside: bool | None = None) -> Catalog:
     """Read a STAC file into a Catalog (items of a Collection/Catalog are followed, recursively)."""
     path = Path(path).resolve()
-    return Catalog(stac.read_stac(path), path)
+    return Catalog(stac.read_stac(path, allow_outside), path)

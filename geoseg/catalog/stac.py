@@ -27,10 +27,11 @@ from typing import Any
 
 import pystac
 
-from geoseg.catalog.paths import resolve_href
+from geoseg.catalog.paths import escape_problem, outside_allowed, resolve_href
 from geoseg.catalog.spec import CatalogScene, CatalogSpec
 from geoseg.config import parse
 from geoseg.errors import ConfigError
+from geoseg.limits import check_file_size
 
 STAC_TYPES = {"FeatureCollection", "Collection", "Catalog", "Feature"}
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validate": "val",
@@ -52,14 +53,20 @@ def is_stac(path: str | Path) -> bool:
         "stac_version" in data or data.get("type") == "FeatureCollection")
 
 
-def read_stac(path: str | Path) -> CatalogSpec:
+def read_stac(path: str | Path, allow_outside: bool | None = None) -> CatalogSpec:
     """The catalog spec of a STAC file (items of a Collection/Catalog are followed, recursively;
-    hrefs made absolute). ``geoseg.catalog.loader.load_stac`` wraps it in a Catalog."""
+    hrefs made absolute). ``geoseg.catalog.loader.load_stac`` wraps it in a Catalog.
+
+    Relative hrefs leading outside the file's folder, and URL schemes geoseg does not read,
+    are refused unless ``allow_outside`` (default: ``paths.outside_paths_allowed``).
+    """
     path = Path(path).resolve()
+    check_file_size(path, "STAC file")
     parent, items = _read_items(path)
     if not items:
         raise ConfigError(f"{path}: the STAC file has no items; add one Item per scene")
-    scenes = [scene_from_item(it, path.parent, path) for it in items]
+    root = None if outside_allowed(allow_outside) else path.parent
+    scenes = [scene_from_item(it, path.parent, path, root) for it in items]
     spec_data = {
         "name": getattr(parent, "id", "") or _extra(parent).get("id") or path.stem,
         "description": (getattr(parent, "description", "") or "") if parent else "",
@@ -87,13 +94,17 @@ def _read_items(path: Path) -> tuple[Any, list[pystac.Item]]:
                           "validator") from None  # fmt: skip
 
 
-def scene_from_item(item: pystac.Item, base: Path, source: Path) -> CatalogScene:
-    """One scene from one Item (hrefs made absolute)."""
+def scene_from_item(item: pystac.Item, base: Path, source: Path,
+                    root: Path | None = None) -> CatalogScene:  # fmt: skip
+    """One scene from one Item (hrefs made absolute); with a ``root``, hrefs leading outside
+    it or using other URL schemes are refused."""
     item_base = Path(os.path.dirname(item.get_self_href())) if item.get_self_href() else base
     modalities: dict[str, Any] = {}
     labels: Any = None
     for key, asset in item.assets.items():
         roles = set(asset.roles or [])
+        if root is not None and (problem := escape_problem(asset.href, item_base, root)):
+            raise ConfigError(f"{source}: item {item.id!r} asset {key!r}: {problem}")
         href = resolve_href(asset.href, item_base)
         extra = asset.extra_fields
         if "labels" in roles or "label" in roles:

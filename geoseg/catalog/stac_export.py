@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pystac
 
 from geoseg._files import is_local
 from geoseg.catalog.loader import Catalog
+from geoseg.catalog.paths import relative_path
 from geoseg.catalog.spec import CatalogScene, LabelSpec, ModalitySpec
 from geoseg.scene.classes import ClassInfo
 
@@ -49,7 +49,7 @@ def _item(s: CatalogScene, classes: list[dict[str, Any]], relative_to: str | Pat
     def href(p: str) -> str:
         if relative_to is None or not is_local(p):
             return p.replace("/vsicurl/", "", 1) if p.startswith("/vsicurl/") else p
-        return os.path.relpath(p, relative_to)
+        return relative_path(p, Path(relative_to))  # absolute when outside the folder
 
     bbox = _bbox(s) if footprints else None
     when = s.datetime or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

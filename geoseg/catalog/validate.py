@@ -101,14 +101,22 @@ def _open(path: str):
     import rasterio
     from rasterio.errors import RasterioIOError
 
+    from geoseg.scene.scene import check_limits
+
     if is_local(path) and not os.path.exists(path):
         raise InputError(f"{path}: file not found; fix the path in the catalog")
     try:
-        return rasterio.open(path)
+        ds = rasterio.open(path)
     except RasterioIOError as exc:
         detail = str(exc).splitlines()[0]
         raise InputError(f"{path}: cannot be opened as a raster ({detail}); replace the "
                          "file or fix its path") from None  # fmt: skip
+    try:
+        check_limits(path, ds)  # absurd sizes and decompression bombs: before any read
+    except InputError:
+        ds.close()
+        raise
+    return ds
 
 
 def _check_modality(m: ModalitySpec, pixels: bool) -> int:
@@ -128,13 +136,13 @@ def _probe(ds, path: str, band: int) -> None:
     """Read a decimated overview of a band: truncated or corrupt files fail here."""
     from rasterio.errors import RasterioError
 
+    from geoseg.scene.scene import read_failed
+
     h, w = min(ds.height, 256), min(ds.width, 256)
     try:
         ds.read(band, out_shape=(h, w))
     except RasterioError as exc:
-        detail = str(exc).splitlines()[0]
-        raise InputError(f"{path}: pixels cannot be read ({detail}); the file is corrupt or "
-                         "truncated: replace it") from None  # fmt: skip
+        raise read_failed(path, exc) from None
 
 
 def _crs_name(crs: Any) -> str:

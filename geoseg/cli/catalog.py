@@ -22,15 +22,23 @@ def catalog_group() -> None:
     """Scene catalogs: validate, summarise, build from dataset layouts, convert."""
 
 
+#: the flag that trusts a catalog's paths outside its folder (geoseg.catalog.paths)
+allow_outside_option = click.option(
+    "--allow-outside-paths", "allow_outside", is_flag=True, default=None,
+    help="Let the catalog point outside its folder (through .. or symbolic links) and read "
+    "other URL schemes: only for catalogs you trust.")  # fmt: skip
+
+
 @catalog_group.command("validate")
 @click.argument("catalog")
 @click.option("--quick", is_flag=True, help="Headers only: skip reading pixels and label values.")
-def validate_cmd(catalog: str, quick: bool) -> None:
+@allow_outside_option
+def validate_cmd(catalog: str, quick: bool, allow_outside: bool | None) -> None:
     """Check that every file of CATALOG exists and opens, grids overlap and classes match."""
     from geoseg.catalog.loader import load_catalog
     from geoseg.catalog.validate import validate_catalog
 
-    cat = load_catalog(catalog)
+    cat = load_catalog(catalog, allow_outside or None)
     check = validate_catalog(cat, pixels=not quick)
     click.echo(check.table())
     if check.ok:
@@ -46,12 +54,13 @@ def validate_cmd(catalog: str, quick: bool) -> None:
 @catalog_group.command("show")
 @click.argument("catalog")
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
-def show_cmd(catalog: str, as_json: bool) -> None:
+@allow_outside_option
+def show_cmd(catalog: str, as_json: bool, allow_outside: bool | None) -> None:
     """Summarise CATALOG: scenes, splits, modalities and band roles, labels, classes."""
     from geoseg.catalog.loader import load_catalog
     from geoseg.catalog.validate import format_table
 
-    cat = load_catalog(catalog)
+    cat = load_catalog(catalog, allow_outside or None)
     if as_json:
         click.echo(json.dumps(cat.to_dict(), indent=2))
         return
@@ -141,11 +150,12 @@ def build_cmd(layout: str, directory: str, output: str, images: str | None, labe
 @click.argument("catalog")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help=".yaml for a geoseg catalog, .json for a STAC ItemCollection.")
-def convert_cmd(catalog: str, output: str) -> None:
+@allow_outside_option
+def convert_cmd(catalog: str, output: str, allow_outside: bool | None) -> None:
     """Convert CATALOG between YAML and STAC (paths rewritten relative to OUTPUT)."""
     from geoseg.catalog.loader import load_catalog
 
-    cat = load_catalog(catalog)
+    cat = load_catalog(catalog, allow_outside or None)
     _write(cat, Path(output))
     click.echo(f"wrote {output}: {len(cat)} scene(s)")
 
@@ -156,13 +166,17 @@ def convert_cmd(catalog: str, output: str) -> None:
               help="Outputs root (default: the pipeline's workdir, else ./results/<name>).")
 @click.option("--step", "steps", multiple=True, help="Run only this step (repeatable).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run_cmd(pipeline: str, workdir: str | None, steps: tuple[str, ...], no_progress: bool) -> None:
+@allow_outside_option
+def run_cmd(pipeline: str, workdir: str | None, steps: tuple[str, ...], no_progress: bool,
+            allow_outside: bool | None) -> None:  # fmt: skip
     """Run the steps of a PIPELINE file. Exit code 1 when some scenes failed."""
+    from geoseg.catalog.paths import outside_paths_allowed
     from geoseg.pipeline.pipeline import Pipeline
 
     pipe = Pipeline.load(pipeline)
-    result = pipe.run(workdir=workdir, only=list(steps) or None,
-                      progress=False if no_progress else None, echo=click.echo)  # fmt: skip
+    with outside_paths_allowed(allow_outside or None):
+        result = pipe.run(workdir=workdir, only=list(steps) or None,
+                          progress=False if no_progress else None, echo=click.echo)  # fmt: skip
     if not result.ok:
         failed = [n for n, o in result.outcomes.items() if not o.ok]
         click.echo(f"geoseg: step(s) {', '.join(failed)} finished with failures; see the batch "

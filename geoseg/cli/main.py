@@ -6,30 +6,73 @@ here; library errors (GeosegError) are shown with their parameters as flags.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 import click
 
-from geoseg.cli import catalog, model, predict, train
+from geoseg.cli import catalog, fields, model, predict, serve, train, weights
 from geoseg.cli.options import cli_message
 from geoseg.errors import GeosegError
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
+class _Console(logging.Filter):
+    """What the console shows: geoseg's INFO lines (its progress report), every library's
+    warnings and errors; with ``-v`` everything, other libraries' INFO lines (numexpr's
+    threads, pyogrio's record counts) and GDAL's messages at DEBUG included."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose or record.levelno >= logging.WARNING:
+            return True
+        return record.levelno >= logging.INFO and record.name.split(".")[0] == "geoseg"
+
+
+@contextlib.contextmanager
+def _console_logging(verbose: bool) -> Iterator[None]:
+    """Log lines on stderr for the command's duration (see ``_Console``), GDAL's messages at
+    their level, Python warnings (pyogrio reports GDAL's warnings so) as log lines, and every
+    line written through tqdm, so that it clears a progress bar and redraws it below instead
+    of landing in the middle of it."""
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from geoseg.runtime import route_gdal_messages
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Console(verbose))
+    level = root.level
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.addHandler(handler)
+    route_gdal_messages()
+    logging.captureWarnings(True)
+    try:
+        with logging_redirect_tqdm(tqdm_class=tqdm):
+            yield
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """geoseg: semantic segmentation of huge GeoTIFFs."""
-    _setup_logging(verbose)
+    ctx.with_resource(_console_logging(verbose))
 
 
 for command in (predict.predict, predict.info, predict.export, model.model, catalog.catalog_group,
-                catalog.run_cmd, train.train_cmd, train.evaluate_cmd):  # fmt: skip
+                catalog.run_cmd, train.train_cmd, train.pretrain_cmd, train.evaluate_cmd, serve.serve,
+                weights.weights, fields.fields_group, fields.indices_cmd):  # fmt: skip
     cli.add_command(command)
 
 

@@ -22,7 +22,11 @@ from geoseg.errors import GeosegError, InputError
 from geoseg.runs.options import PredictOptions
 
 #: parameters of library calls that the CLI exposes under another flag
-EXTRA_FLAGS = {"model": "--model", "modalities": "--modality", "out_dir": "--out", "image": "IMAGE"}
+EXTRA_FLAGS = {"model": "--model", "modalities": "--modality", "out_dir": "--out", "image": "IMAGE",
+               # geoseg indices / geoseg fields
+               "index": "--index", "roles": "--roles", "grow": "--grow", "nodata": "--nodata",
+               "percentiles": "--percentiles", "interior": "--interior",
+               "boundary": "--boundary", "datetime": "--datetime", "block": "--block"}
 
 
 def parse_pairs(values: Iterable[str], what: str, example: str = "dem=dem.tif") -> dict[str, str]:

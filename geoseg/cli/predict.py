@@ -33,11 +33,12 @@ def predict(image: str, model: str, out: str, modality: tuple[str, ...], **kw: o
 
 @click.command()
 @click.argument("path")
-def info(path: str) -> None:
-    """Print what a raster or a model bundle holds."""
-    from geoseg.cli.info import describe
+@click.option("--json", "as_json", is_flag=True, help="All of it as JSON (for scripts).")
+def info(path: str, as_json: bool) -> None:
+    """Summarise what a raster, a model bundle or an exported .onnx model holds."""
+    from geoseg.cli.info import describe, summary
 
-    click.echo(json.dumps(describe(path), indent=2))
+    click.echo(json.dumps(describe(path), indent=2) if as_json else summary(path))
 
 
 @click.command()

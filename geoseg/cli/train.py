@@ -31,9 +31,15 @@ from geoseg.errors import ConfigError, InputError
               help="Stop after this many steps in this session (checkpointed; for time-sliced "
               "jobs): re-run to continue.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--folds", type=click.IntRange(2, 50), default=None,
+              help="k-fold cross-validation by label features (split.by: features): mean ± std "
+              "of mIoU/OA/kappa over the folds (cv_report.md).")
+@click.option("--compare", is_flag=True, help="Also train the per-pixel random forest and "
+              "LightGBM on the same split; one table of per-class IoU, mIoU, OA, kappa, time "
+              "(compare.md).")
 def train_cmd(pipeline: str, profile: str | None, workdir: str | None, only: tuple[str, ...],
               device: str | None, n_steps: int | None, resume: bool, stop_after: int | None,
-              no_progress: bool) -> None:  # fmt: skip
+              no_progress: bool, folds: int | None, compare: bool) -> None:  # fmt: skip
     """Train the model(s) of PIPELINE (its train steps, then its other steps).
 
     Under torchrun (``torchrun --nproc_per_node N -m geoseg.cli.main train PIPELINE``) each process
@@ -43,7 +49,11 @@ def train_cmd(pipeline: str, profile: str | None, workdir: str | None, only: tup
 
     pipe = Pipeline.load(pipeline)
     _check_train_pipeline(pipe, pipeline, profile)
-    steps = [_override(s, profile, device, n_steps, resume, stop_after) for s in pipe.steps]
+    if stop_after is not None and (folds or compare):
+        raise InputError("--stop-after cannot be combined with --folds or --compare; run "
+                         "the folds to the end (each resumes on its own)")  # fmt: skip
+    session = {"stop_after": stop_after, "folds": folds, "compare": compare}
+    steps = [_override(s, profile, device, n_steps, resume, session) for s in pipe.steps]
     run = type(pipe)(pipe.spec, steps, pipe.source)
     if stop_after is not None:
         only = only or tuple(str(s.name) for s in steps if s.type == "train")
@@ -67,7 +77,7 @@ def _check_train_pipeline(pipe: Any, pipeline: str, profile: str | None) -> None
 
 
 def _override(step: Any, profile: str | None, device: str | None, n_steps: int | None,
-              resume: bool, stop_after: int | None) -> Any:  # fmt: skip
+              resume: bool, session: dict[str, Any]) -> Any:  # fmt: skip
     """``step`` with the command line's profile and overrides, validated before anything runs."""
     from geoseg.pipeline.profiles import Profiled
 
@@ -82,9 +92,46 @@ def _override(step: Any, profile: str | None, device: str | None, n_steps: int |
         if not resume:
             over["resume"] = False
     step = step.with_profile(profile if profile in step.profiles else None, over,
-                             {"stop_after": stop_after})  # fmt: skip
+                             session if step.type == "train" else {})  # fmt: skip
     step.config()  # the effective settings must validate before anything runs
     return step
+
+
+@click.command("pretrain")
+@click.argument("pipeline")
+@click.option("--profile", default=None, help="Profile of the steps (e.g. smoke, full).")
+@click.option("--workdir", default=None, help="Outputs root (default: the pipeline's).")
+@click.option("--step", "only", multiple=True, help="Only this train step (repeatable).")
+@click.option("--device", default=None, help="Override the device: cpu, cuda, cuda:1, auto.")
+@click.option("--steps", "n_steps", type=int, default=None, help="Pre-training steps.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def pretrain_cmd(pipeline: str, profile: str | None, workdir: str | None, only: tuple[str, ...],
+                 device: str | None, n_steps: int | None, no_progress: bool) -> None:  # fmt: skip
+    """Self-supervised pre-training of the train steps of PIPELINE on unlabelled windows.
+
+    Masked reconstruction of the bands (no labels read) into <run>/pretrain. A train step with
+    a pretrain: block starts from it (and runs it first when it is missing).
+    """
+    from geoseg.pipeline.pipeline import Pipeline
+    from geoseg.pipeline.profiles import Profiled
+
+    pipe = Pipeline.load(pipeline)
+    _check_train_pipeline(pipe, pipeline, profile)
+    steps = []
+    for s in pipe.steps:
+        if s.type == "train" and isinstance(s, Profiled):
+            over: dict[str, Any] = {"pretrain": {"steps": n_steps} if n_steps else {}}
+            if device is not None:
+                over["device"] = device
+            s = s.with_profile(profile if profile in s.profiles else None, over,
+                               {"pretrain_only": True})  # fmt: skip
+            s.config()
+        steps.append(s)
+    names = list(only) or [str(s.name) for s in steps if s.type == "train"]
+    run = type(pipe)(pipe.spec, steps, pipe.source)
+    result = run.run(workdir, only=names, progress=not no_progress, echo=click.echo)
+    if not result.ok:
+        sys.exit(1)
 
 
 @click.command("evaluate")
@@ -99,6 +146,8 @@ def _override(step: Any, profile: str | None, device: str | None, n_steps: int |
               help="Raster label value of unlabelled pixels (default: its nodata).")
 @click.option("--modality", multiple=True, help="Extra modality of IMAGE: NAME=PATH.")
 @click.option("--catalog", default=None, help="Evaluate labelled scenes of this catalog.")
+@click.option("--allow-outside-paths", "allow_outside", is_flag=True, default=None,
+              help="Let --catalog point outside its folder: only for catalogs you trust.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="Catalog scenes of this split only.")
 @click.option("--scene", "scene_ids", multiple=True, help="Catalog scene id (repeatable).")
@@ -141,7 +190,7 @@ def _eval_scenes(image: str | None, model: str, labels: str | None,
     if kw["catalog"]:
         from geoseg.catalog.loader import load_catalog
 
-        cat = load_catalog(kw["catalog"])
+        cat = load_catalog(kw["catalog"], kw["allow_outside"] or None)
         scenes = [s for s in cat.select(list(kw["scene_ids"]) or None, kw["split"]) if s.labels]
         return scenes, None, vl
     scenes, regions, vl_report = holdout_regions(kw["holdout"])
@@ -196,5 +245,6 @@ def _image_scene(image: str, model: str, labels: str | None, kw: dict[str, Any])
 def register(cli: click.Group) -> None:
     """Add ``train`` and ``evaluate`` to the ``geoseg`` command group."""
     cli.add_command(train_cmd)
+    cli.add_command(pretrain_cmd)
     cli.add_command(evaluate_cmd)
 

@@ -54,11 +54,17 @@ def holdout_regions(report: str | Path) -> tuple[list[CatalogScene], dict[str, l
     path = Path(report)
     try:
         rep = json.loads(path.read_text())
-        specs = rep["scene_specs"]
+        # a features split: the scenes with labels of the held-out features only
+        specs = rep.get("holdout_scene_specs") or rep["scene_specs"]
         rects = {s["scene"]: [PixelWindow(*r) for r in s["val_rects"]] for s in rep["split"]["scenes"]}
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a geoseg training report ({exc}); give the "
                          "train_report.json of a training run") from None  # fmt: skip
+    if not specs and rep.get("source"):
+        raise InputError(f"{path}: the run trained on the torchgeo dataset "
+                         f"{rep['source'].get('torchgeo')}, whose held-out samples are not "
+                         "catalog scenes (their scores are the run's validation metrics); "
+                         "evaluate on catalog scenes with catalog: and split: instead")  # fmt: skip
     scenes = [CatalogScene.model_validate(s) for s in specs]
     scenes = [s for s in scenes if rects.get(s.id)]
     return scenes, rects, VectorLabels.model_validate(rep.get("vector_labels", {}))

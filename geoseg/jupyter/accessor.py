@@ -62,15 +62,16 @@ def predict_arrays(arrays: Mapping[str, xr.DataArray], model: str | Path, *, til
 
 def _array_scene(card: ModelCard, arrays: Mapping[str, xr.DataArray]) -> ArrayScene:
     """The arrays as a scene in the card's modality order, checked against the card."""
-    missing = [m for m in card.modalities if m not in arrays]
+    missing = [m for m in card.raster_modalities if m not in arrays]
     if missing:
         raise InputError(f"the model needs modalities {missing}; pass them as arrays")
-    scene = ArrayScene({m: arrays[m] for m in card.modalities})
+    scene = ArrayScene({m: arrays[m] for m in card.raster_modalities})
     for name, n in scene.band_counts.items():
         if n != len(card.modalities[name].bands):
             raise InputError(f"{name!r} has {n} band(s) but the model expects "
                              f"{len(card.modalities[name].bands)}; select bands with .isel(band=...)")
-    return scene
+    # spectral indices the model was trained with, computed window by window
+    return scene.with_indices(card.derived, card.source_roles())
 
 
 @xr.register_dataarray_accessor("geoseg")
@@ -90,7 +91,7 @@ class GeosegAccessor:
         This array is the bundle's reference modality (``image``); other modalities go in
         ``modalities`` (on the same grid, e.g. via ``.rio.reproject_match(image)``).
         """
-        from geoseg.bundle.bundle import read_card
+        from geoseg.bundle.folder import read_card
 
         ref = read_card(model).reference
         arrays = {ref: self._obj, **(modalities or {})}

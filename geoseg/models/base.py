@@ -62,11 +62,21 @@ class SegModel(nn.Module):
         self.modalities = dict(modalities)
         self.num_classes = num_classes
         self.args = args
+        #: pretrained weights loaded at creation (provenance and normalisation for the card)
+        self.pretrained: list[dict] = []
 
     @property
     def in_channels(self) -> int:
         """Total channels when all modalities are stacked (early fusion)."""
         return sum(self.modalities.values())
+
+    def pretrained_targets(self) -> list[tuple[str, nn.Module, str, tuple[str, ...]]]:
+        """Encoders that take pretrained weights: (argument, encoder, encoder name, modalities
+        feeding it). Default: ``self.encoder`` over all modalities, when the model has one."""
+        encoder = getattr(self, "encoder", None)
+        if isinstance(encoder, nn.Module) and hasattr(self.args, "encoder_weights"):
+            return [("encoder_weights", encoder, str(self.args.encoder), tuple(self.modalities))]
+        return []
 
     @property
     def halo(self) -> int:

@@ -25,7 +25,8 @@ class DeepTriNetArgs(StrictModel):
     """Arguments of ``deeptrinet``."""
 
     encoder: str = "resnet50"
-    #: local .safetensors file or a hub name such as "imagenet" (needs network)
+    #: local .safetensors file, a hub name such as "imagenet" (needs network), or a torchgeo
+    #: weight "torchgeo:ResNet50_Weights.SENTINEL2_ALL_MOCO" (matched to the bands by role)
     encoder_weights: str | None = None
     aspp_rates: tuple[int, int, int] = (6, 12, 18)
     decoder_channels: int = Field(256, ge=8)

@@ -32,10 +32,13 @@ class FarSegArgs(StrictModel):
     """Arguments of ``farseg``."""
 
     encoder: str = "resnet50"
-    #: local .safetensors file or a hub name such as "imagenet" (needs network)
+    #: local .safetensors file, a hub name such as "imagenet" (needs network), or a torchgeo
+    #: weight "torchgeo:ResNet50_Weights.SENTINEL2_ALL_MOCO" (matched to the bands by role)
     encoder_weights: str | None = None
     fpn_channels: int = Field(256, ge=8)
     decoder_channels: int = Field(128, ge=8)
+    #: 1: the official 1×1 classifier; 3: torchgeo's FarSeg (3×3), for its weights
+    classifier_kernel: Literal[1, 3] = 1
     #: foreground-aware optimisation: focal γ, annealing length T (iterations) and schedule
     fa_gamma: float = Field(2.0, ge=0.0)
     fa_max_step: int = Field(10_000, ge=1)
@@ -137,7 +140,8 @@ class FarSeg(SegModel):
         self.fpn = FPN(chans, args.fpn_channels)
         self.relation = SceneRelation(chans[-1], args.fpn_channels, len(chans))
         self.decoder = LightweightDecoder(args.fpn_channels, args.decoder_channels)
-        self.classifier = nn.Conv2d(args.decoder_channels, num_classes, 1)
+        k = args.classifier_kernel
+        self.classifier = nn.Conv2d(args.decoder_channels, num_classes, k, padding=k // 2)
         self.criterion = AnnealedFocalLoss(
             args.fa_gamma, args.fa_max_step, args.fa_schedule, args.ignore_index
         )

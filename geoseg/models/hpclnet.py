@@ -41,7 +41,8 @@ class HPCLArgs(StrictModel):
     encoder: str = "resnet50"
     #: encoder of the DEM branch (default: same architecture as the image branch)
     dem_encoder: str | None = None
-    #: local .safetensors file or a hub name such as "imagenet" (needs network), per branch
+    #: local .safetensors file, a hub name such as "imagenet" (needs network) or a torchgeo
+    #: weight "torchgeo:ResNet50_Weights.SENTINEL2_ALL_MOCO", per branch
     encoder_weights: str | None = None
     dem_encoder_weights: str | None = None
     #: subtract each tile's mean elevation (absolute elevation varies by hundreds of metres)
@@ -122,6 +123,12 @@ class HPCLNet(SegModel):
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
         self.momentum_backbone: DualEncoder | None = None
         self.momentum_projector: nn.Module | None = None
+
+    def pretrained_targets(self) -> list[tuple[str, nn.Module, str, tuple[str, ...]]]:
+        """The image branch (``encoder_weights``) and the DEM branch (``dem_encoder_weights``)."""
+        a = self.args
+        return [("encoder_weights", self.backbone.image, a.encoder, ("image",)),
+                ("dem_encoder_weights", self.backbone.dem, a.dem_encoder or a.encoder, ("dem",))]
 
     @property
     def halo(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,7 +42,13 @@ def get_model_class(name: str) -> type[SegModel]:
 
 
 def create(
-    name: str, modalities: Mapping[str, int] | int, num_classes: int, **kwargs: Any
+    name: str,
+    modalities: Mapping[str, int] | int,
+    num_classes: int,
+    *,
+    band_roles: Mapping[str, Sequence[str]] | None = None,
+    load_weights: bool = True,
+    **kwargs: Any,
 ) -> SegModel:
     """Build a registered model.
 
@@ -51,6 +57,10 @@ def create(
         modalities: bands per modality, e.g. ``{"image": 4, "dem": 1}``; an int means
             ``{"image": n}``.
         num_classes: number of output classes.
+        band_roles: per modality, the role of each band (``red``, ``nir``, ``swir16``...):
+            torchgeo weights (``encoder_weights: torchgeo:...``) are matched to bands by role.
+        load_weights: False builds the architecture without loading any pretrained weights
+            (a bundle's own weights replace them anyway); the arguments keep the names.
         **kwargs: architecture arguments, validated strictly (unknown keys are errors).
     """
     cls = get_model_class(name)
@@ -63,4 +73,16 @@ def create(
         what = f"argument {str(loc[0])!r}" if loc else "arguments"
         msg = format_validation_error(exc, model=cls.Args, data=kwargs)
         raise ModelError(f"invalid {what} for {name!r}: {msg}") from None
-    return cls(modalities, num_classes, args)
+    weights = {f: getattr(args, f) for f in type(args).model_fields
+               if f.endswith("encoder_weights") and getattr(args, f)}  # fmt: skip
+    torchgeo = {f: v for f, v in weights.items() if str(v).startswith("torchgeo:")}
+    # torchgeo weights are loaded after construction (matched to bands by role); without
+    # load_weights no pretrained weights are loaded at all
+    skip = weights if not load_weights else torchgeo
+    model = cls(modalities, num_classes, args.model_copy(update=dict.fromkeys(skip)) if skip else args)
+    model.args = args
+    if load_weights and torchgeo:
+        from geoseg.models.torchgeo_weights import load_pretrained
+
+        model.pretrained = load_pretrained(model, torchgeo, band_roles)
+    return model

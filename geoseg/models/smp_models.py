@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import segmentation_models_pytorch as smp
-from torch import Tensor
+from torch import Tensor, nn
 
 from geoseg.config import StrictModel
 from geoseg.models.base import SegModel
@@ -23,7 +23,8 @@ class SmpArgs(StrictModel):
 
     encoder: str = "resnet18"
     encoder_depth: int = 5
-    #: local file (safetensors or state dict) or a hub name such as "imagenet" (needs network)
+    #: local .safetensors file, a hub name such as "imagenet" (needs network), or a torchgeo
+    #: weight "torchgeo:ResNet18_Weights.SENTINEL2_RGB_MOCO" (matched to the bands by role)
     encoder_weights: str | None = None
 
 
@@ -43,6 +44,10 @@ class _SmpModel(SegModel):
         )
         if args.encoder_weights and hub is None:
             load_encoder_weights(self.net.encoder, args.encoder_weights)
+
+    def pretrained_targets(self) -> list[tuple[str, nn.Module, str, tuple[str, ...]]]:
+        """The smp encoder, over all modalities."""
+        return [("encoder_weights", self.net.encoder, self.args.encoder, tuple(self.modalities))]
 
     @property
     def halo(self) -> int:

@@ -132,7 +132,8 @@ def copy_to_cog(
     OutputError naming ``path`` and the fix (``folder``), and nothing is left behind.
     """
     options = _cog_options(block, compress, resampling, threads)
-    with _gdal_errors(path, folder), atomic_path(path, ".partial.tif") as partial:
+    need = _cog_bytes(src)
+    with _gdal_errors(path, folder, need), atomic_path(path, ".partial.tif") as partial:
         rasterio.shutil.copy(src, partial, driver="COG", **options)
 
 
@@ -154,8 +155,10 @@ class _StreamJob:
     progress: bool
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
-        """GDAL/OS write failures -> OutputError naming the destination."""
-        return _gdal_errors(self.path, self.folder)
+        """GDAL/OS write failures -> OutputError naming the destination (and, for a full
+        disk, the space needed: the streamed file and the COG, uncompressed at most)."""
+        size = self.grid.height * self.grid.width * self.count * np.dtype(self.dtype).itemsize
+        return _gdal_errors(self.path, self.folder, int(size * (1 + 4 / 3)))
 
 
 def _default_cache_mb(grid: GridBox, block: int, count: int, dtype: str) -> int:
@@ -180,6 +183,8 @@ def _stream_gtiff(tmp: Path, job: _StreamJob, read_block: BlockReader) -> None:
     with job.errors():
         dst = rasterio.open(tmp, "w", **_stream_profile(job))
     try:
+        with job.errors():
+            _set_colormap(dst, job)
         _stream_blocks(dst, job, read_block)
         with job.errors():
             _set_metadata(dst, job)
@@ -251,14 +256,22 @@ def _stream_blocks(dst: Any, job: _StreamJob, read_block: BlockReader) -> None:
                       window=Window(win.c0, win.r0, win.width, win.height))  # fmt: skip
 
 
+def _set_colormap(dst: Any, job: _StreamJob) -> None:
+    """The colour table, set on the new file before any block is written: it makes the TIFF's
+    photometric interpretation "palette", a tag libtiff can no longer change once blocks
+    are written (GDAL then logged 'Cannot modify tag "PhotometricInterpretation"')."""
+    colormap, nodata = job.colormap, job.nodata
+    if not colormap:
+        return
+    table = {int(k): tuple(int(v) for v in rgb) for k, rgb in colormap.items()}
+    # nodata shows as transparent even in viewers that ignore the nodata tag
+    if nodata is not None and float(nodata).is_integer() and int(nodata) not in table:
+        table[int(nodata)] = (0, 0, 0, 0)
+    dst.write_colormap(1, table)
+
+
 def _set_metadata(dst: Any, job: _StreamJob) -> None:
-    colormap, descriptions, tags, nodata = job.colormap, job.descriptions, job.tags, job.nodata
-    if colormap:
-        table = {int(k): tuple(int(v) for v in rgb) for k, rgb in colormap.items()}
-        # nodata shows as transparent even in viewers that ignore the nodata tag
-        if nodata is not None and float(nodata).is_integer() and int(nodata) not in table:
-            table[int(nodata)] = (0, 0, 0, 0)
-        dst.write_colormap(1, table)
+    descriptions, tags = job.descriptions, job.tags
     for i, text in enumerate(descriptions or (), start=1):
         dst.set_band_description(i, text)
     if tags:
@@ -281,15 +294,25 @@ def _cog_options(block: int, compress: str, resampling: str, threads: int | str)
     return opts
 
 
+def _cog_bytes(src: str | os.PathLike[str]) -> int | None:
+    """Uncompressed size of ``src`` with its overviews (+1/3): what its COG needs at most."""
+    try:
+        with rasterio.open(src) as ds:
+            return int(ds.width * ds.height * ds.count * np.dtype(ds.dtypes[0]).itemsize * 4 / 3)
+    except (RasterioError, OSError):
+        return None
+
+
 @contextlib.contextmanager
-def _gdal_errors(path: Path, folder: Path) -> Iterator[None]:
-    """Turn GDAL/OS write failures into one-line OutputErrors naming the file and the fix."""
+def _gdal_errors(path: Path, folder: Path, need: int | None = None) -> Iterator[None]:
+    """Turn GDAL/OS write failures into one-line OutputErrors naming the file and the fix
+    (for a full disk, the space ``need``ed in bytes and the space free)."""
     try:
         yield
     except (RasterioError, OSError) as err:
         if isinstance(err, OutputError):
             raise
-        raise write_failed(path, folder, err) from err
+        raise write_failed(path, folder, err, need) from err
 
 
 def cog_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -74,6 +74,17 @@ def write_qml(path: Path, text: str) -> Path:
     return path
 
 
+#: SQLite's "now" in the GeoPackage DATETIME format (the spec's own default for gpkg_contents)
+_SQL_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def gpkg_datetime(when: dt.datetime) -> str:
+    """``when`` in the GeoPackage DATETIME format, ``YYYY-MM-DDTHH:MM:SS.SSSZ`` (UTC, ms):
+    anything else GDAL reports as non-conformant content when QGIS opens the file."""
+    utc = when.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
 def embed_gpkg_style(gpkg: Path, layer: str, qml: str, geometry_column: str = "geom") -> None:
     """Store ``qml`` as the default style of ``layer`` in the GeoPackage (QGIS layer_styles)."""
     with sqlite3.connect(gpkg) as con:
@@ -82,7 +93,7 @@ def embed_gpkg_style(gpkg: Path, layer: str, qml: str, geometry_column: str = "g
             "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
             "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
             "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), "
-            "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
+            f"update_time DATETIME DEFAULT ({_SQL_NOW}))"
         )
         con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
         con.execute(
@@ -90,7 +101,7 @@ def embed_gpkg_style(gpkg: Path, layer: str, qml: str, geometry_column: str = "g
             "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, "
             "owner, ui, update_time) VALUES ('', '', ?, ?, ?, ?, '', 1, 'geoseg classes', '', "
             "'', ?)",
-            (layer, geometry_column, layer, qml, dt.datetime.now(dt.UTC).isoformat()),
+            (layer, geometry_column, layer, qml, gpkg_datetime(dt.datetime.now(dt.UTC))),
         )
         # register the table so GeoPackage validators accept it
         con.execute(

@@ -48,7 +48,7 @@ from geoseg.outputs.polygonize import (
     to_crs,
     with_areas,
 )
-from geoseg.outputs.write import FORMATS, destination, write_atomically
+from geoseg.outputs.write import DATASET_OPTIONS, FORMATS, destination, write_atomically
 from geoseg.scene.classes import ClassInfo
 
 #: Streamed GeoParquet: chunks are buffered until they reach this many polygons or bytes and
@@ -99,7 +99,8 @@ def polygonize_to_file(
     tables = _tables(read_block, grid, chunk, nodata, min_area, simplify, progress, totals)
     failed: list[BaseException] = []
     written = write_atomically(
-        path, folder, lambda tmp: _write_stream(tmp, ext, layer, grid, classes, tables, failed), failed
+        path, folder, lambda tmp: _write_stream(tmp, ext, layer, grid, classes, tables, failed), failed,
+        need=grid.height * grid.width,  # rough: a noisy map gives ~4 bytes a pixel, a clean one far less
     )
     return totals.summary(written)
 
@@ -253,6 +254,7 @@ def _write_ogr_stream(
             pa.RecordBatchReader.from_batches(schema, rows), tmp, layer=layer,
             driver=FORMATS[ext][1], geometry_name="geometry", geometry_type="Polygon", crs=crs,
             encoding="UTF-8" if ext == ".shp" else None,
+            dataset_options=DATASET_OPTIONS.get(FORMATS[ext][1]),
         )  # fmt: skip
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from geoseg._files import atomic_path, remove_quietly, temp_sibling, writable_folder, write_failed
+from geoseg._files import (
+    atomic_path,
+    remove_quietly,
+    temp_sibling,
+    writable_folder,
+    write_failed,
+    written_bytes,
+)
 from geoseg.errors import OutputError
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,12 @@ FORMATS = {
     ".parquet": ("GeoParquet", None),
     ".fgb": ("FlatGeobuf", "FlatGeobuf"),
 }
+#: Dataset creation options by OGR driver, for every layer geoseg writes (streamed, merged).
+#: GeoPackage 1.2: GDAL >= 3.11 writes 1.4 by default, which older GDALs (QGIS 3.22's) open
+#: with "This version of GeoPackage user_version=... (v1.4.0) ... may only be partially
+#: supported"; 1.2 (application_id "GPKG", user_version 10200) is read without a warning by
+#: every GDAL since 2.2, and 1.0/1.1 would carry the legacy application ids "GP10"/"GP11".
+DATASET_OPTIONS: dict[str, dict[str, str]] = {"GPKG": {"VERSION": "1.2"}}
 #: Shapefile parts, in the order they are moved into place (.shp last: once it is visible, the
 #: layer is complete). Spatial-index sidecars of an older file would be stale: removed.
 _SHP_PARTS = (".dbf", ".shx", ".prj", ".cpg", ".shp")
@@ -86,22 +99,33 @@ def destination(path: str | os.PathLike[str]) -> tuple[Path, str, Path]:
 
 
 def write_atomically(
-    path: Path, folder: Path, write: Callable[[Path], None], failed: Sequence[BaseException] = ()
+    path: Path, folder: Path, write: Callable[[Path], None], failed: Sequence[BaseException] = (),
+    need: int | None = None,
 ) -> list[Path]:
     """Run ``write(tmp)`` on a temporary sibling of ``path`` (for a Shapefile, on a staging
     folder's ``.shp``) and move the result into place; on any error nothing is left behind.
 
     ``failed``: where errors raised while *producing* streamed rows (reading blocks,
     vectorising) are recorded; the first is re-raised as is rather than reported as an
-    unwritable output (the writer only sees a broken stream).
+    unwritable output (the writer only sees a broken stream). ``need``: a rough size of the
+    layer, told when the disk fills before anything was written.
     """
+    written = [0]  # bytes written when a write failed: at least that much is needed
+
+    def measured(tmp: Path) -> None:
+        try:
+            write(tmp)
+        except BaseException:
+            written[0] = written_bytes(tmp)
+            raise
+
     try:
         if path.suffix.lower() == ".shp":
-            return _write_shapefile(path, write)
+            return _write_shapefile(path, measured)
         # the driver picks the format from the suffix; GeoPackage (SQLite) may leave
         # -journal/-wal/-shm files beside the temporary one on failure: removed with it
         with atomic_path(path, path.suffix.lower()) as tmp:
-            write(tmp)
+            measured(tmp)
     except OutputError:
         raise
     except BaseException as err:  # pyogrio/arrow/OS errors have no common base class
@@ -109,7 +133,7 @@ def write_atomically(
             raise failed[0] from None
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit
             raise
-        raise write_failed(path, folder, err) from err
+        raise write_failed(path, folder, err, written[0] or need, at_least=bool(written[0])) from err
     return [path]
 
 
@@ -122,7 +146,8 @@ def _write_ogr(gdf: gpd.GeoDataFrame, path: Path, driver: str, layer: str) -> No
         kw["geometry_type"] = "Polygon"  # an empty layer still declares its geometry type
     elif kinds <= {"Polygon", "MultiPolygon"}:
         kw.update(geometry_type="MultiPolygon", promote_to_multi=True)
-    pyogrio.write_dataframe(gdf, path, layer=layer, driver=driver, **kw)
+    pyogrio.write_dataframe(gdf, path, layer=layer, driver=driver,
+                            dataset_options=DATASET_OPTIONS.get(driver), **kw)  # fmt: skip
 
 
 def _write_shapefile(path: Path, write: Callable[[Path], None]) -> list[Path]:

@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import Field
 
+from geoseg.catalog.paths import outside_paths_allowed
 from geoseg.config import StrictModel, load_yaml, parse
 from geoseg.errors import ConfigError
 from geoseg.pipeline.base import PipelineContext, StepBase, StepOutcome
@@ -84,6 +85,9 @@ class PipelineSpec(StrictModel):
     catalog: str | None = Field(None, description="default catalog of the steps")
     workdir: str | None = Field(None, description="outputs root (default ./results/<name>)")
     progress: bool = True
+    allow_outside_paths: bool = Field(
+        False, description="let catalogs point outside their folder (through .. or symbolic "
+        "links): trust the catalogs this pipeline names")
     steps: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -155,15 +159,17 @@ class Pipeline:
             raise ConfigError(f"{self.source}: no step {unknown[0]!r}; steps are "
                               f"{[s.name for s in self.steps]}")  # fmt: skip
         result = PipelineResult()
-        for step in self.steps:
-            if only and step.name not in only:
-                continue
-            log.info("pipeline %s: step %s (%s)", self.name, step.name, step.type)
-            outcome = step.run(ctx)
-            ctx.outputs[str(step.name)] = outcome.outputs
-            result.outcomes[str(step.name)] = outcome
-            if echo:
-                echo(f"step {step.name}: {'ok' if outcome.ok else 'PARTIAL'} — {outcome.summary}")
+        with outside_paths_allowed(True if self.spec.allow_outside_paths else None):
+            for step in self.steps:
+                if only and step.name not in only:
+                    continue
+                log.info("pipeline %s: step %s (%s)", self.name, step.name, step.type)
+                outcome = step.run(ctx)
+                ctx.outputs[str(step.name)] = outcome.outputs
+                result.outcomes[str(step.name)] = outcome
+                if echo:
+                    echo(f"step {step.name}: {'ok' if outcome.ok else 'PARTIAL'} — "
+                         f"{outcome.summary}")  # fmt: skip
         return result
 
 

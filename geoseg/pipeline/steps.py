@@ -1,4 +1,5 @@
-"""The built-in pipeline steps, in one explicit table: ``predict``, ``train`` and ``evaluate``."""
+"""The built-in pipeline steps, in one explicit table: ``predict``, ``train``, ``evaluate`` and
+the field steps ``field_polygons`` and ``field_stats`` (``geoseg.pipeline.field_steps``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from geoseg._files import safe_name
 from geoseg.errors import ConfigError
 from geoseg.evaluation.evaluate import evaluate, holdout_regions
 from geoseg.pipeline.base import PipelineContext, StepBase, StepOutcome
+from geoseg.pipeline.field_steps import FieldPolygonsStep, FieldStatsStep
 from geoseg.pipeline.profiles import Profiled
 from geoseg.runs.options import PredictOptions
 from geoseg.scene.labels import VectorLabels
@@ -93,6 +95,16 @@ class TrainStep(StepBase, Profiled, TrainConfig):
 
         cfg: TrainConfig = self.config()
         out = _out_dir(ctx, cfg.out, self.name)
+        if self._session.get("pretrain_only"):  # geoseg pretrain
+            from geoseg.training.pretrain import run_pretraining
+
+            path = run_pretraining(cfg, out, resolve=ctx.path, default_catalog=ctx.catalog_path,
+                                   source=str(ctx.source), progress=ctx.progress)  # fmt: skip
+            return StepOutcome(ok=True, summary=f"pre-trained bundle {path}",
+                               outputs={"model": str(path), "out": str(out)})  # fmt: skip
+        folds, compare = self._session.get("folds"), self._session.get("compare")
+        if folds or compare:
+            return _study(cfg, out, ctx, folds, bool(compare))
         res = train(cfg, out, resolve=ctx.path, default_catalog=ctx.catalog_path,
                     source=str(ctx.source), progress=ctx.progress,
                     stop_after=self._session.get("stop_after"))
@@ -104,6 +116,28 @@ class TrainStep(StepBase, Profiled, TrainConfig):
                                    "report": str(res.report), "history": str(res.history),
                                    "out": str(res.out), "status": res.status}  # fmt: skip
         return StepOutcome(ok=res.status != "failed", summary=summary, outputs=outputs)
+
+
+def _study(cfg: TrainConfig, out: Path, ctx: PipelineContext, folds: int | None,
+           compare: bool) -> StepOutcome:  # fmt: skip
+    """``--folds`` / ``--compare``: the runs, and the table of their scores."""
+    from geoseg.training.crossval import study
+    from geoseg.training.loop import train
+
+    def one(c: TrainConfig, o: Path) -> Any:
+        return train(c, o, resolve=ctx.path, default_catalog=ctx.catalog_path,
+                     source=str(ctx.source), progress=ctx.progress)  # fmt: skip
+
+    rep = study(cfg, out, folds=folds, compare=compare, train=one, source=str(ctx.source))
+    rows = [f"{name} mIoU {100 * (m['summary']['miou']['mean'] or 0):.2f} %"
+            + (f" ± {100 * (m['summary']['miou']['std'] or 0):.2f}" if folds else "")
+            for name, m in rep["models"].items()]  # fmt: skip
+    summary = "; ".join(rows) + f"; table {rep['paths']['md']}"
+    # a following evaluate step (@train, @train.report) gets the first run (fold 0)
+    first = rep["first_run"]
+    outputs: dict[str, Any] = {"model": first["model"], "report": first["report"], "out": str(out),
+                               "table": rep["paths"]["json"], "status": "finished"}  # fmt: skip
+    return StepOutcome(ok=True, summary=summary, outputs=outputs)
 
 
 class EvaluateConfig(PredictOptions):
@@ -156,4 +190,6 @@ BUILTIN_STEPS: dict[str, type[StepBase]] = {
     "predict": PredictStep,
     "train": TrainStep,
     "evaluate": EvaluateStep,
+    "field_polygons": FieldPolygonsStep,
+    "field_stats": FieldStatsStep,
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +25,7 @@ from geoseg._files import atomic_write_text
 from geoseg.bundle.card import ModelCard
 from geoseg.catalog.loader import Catalog
 from geoseg.catalog.spec import CatalogScene
-from geoseg.errors import InputError
+from geoseg.errors import GeosegError, InputError
 from geoseg.runs.options import PredictOptions
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,13 @@ def scene_inputs(scene: CatalogScene, card: ModelCard, options: PredictOptions
     Bands come from the options when given there, else from the catalog: the bands whose
     roles match the model card's band names, else the catalog's band selection.
     """
-    missing = [m for m in card.modalities if m not in scene.modalities]
+    missing = [m for m in card.raster_modalities if m not in scene.modalities]
     if missing:
         raise InputError(f"scene {scene.id!r} has no modality {missing[0]!r}, which the model "
                          f"needs (it has {list(scene.modalities)}); add it to the catalog")
     ref = card.reference
     image = scene.modalities[ref].path
-    extra = {n: scene.modalities[n].path for n in card.modalities if n != ref}
+    extra = {n: scene.modalities[n].path for n in card.raster_modalities if n != ref}
     bands = options.bands
     if bands is None:
         bands = scene.modalities[ref].bands_for(card.modalities[ref].bands)
@@ -152,6 +152,7 @@ def predict_catalog(
     mosaic: bool = False,
     log_file: str | Path | None = None,
     fail_fast: bool = False,
+    progress_callback: Callable[[str, int, int], None] | None = None,
 ) -> BatchReport:
     """Predict every (selected) scene of ``catalog``; a failing scene does not stop the batch.
 
@@ -163,8 +164,10 @@ def predict_catalog(
         mosaic: mosaic the class rasters of adjacent scenes of one CRS into COGs.
         log_file: log of this run (default ``<out>/logs/batch-<UTC time>.log``).
         fail_fast: stop at the first failing scene.
+        progress_callback: ``("scene", scenes done, scenes)`` before each scene, then the
+            scene's own ``predict`` progress (the service follows a batch with it).
     """
-    from geoseg.bundle.bundle import read_card
+    from geoseg.bundle.folder import read_card
 
     opts = options or PredictOptions()
     out = Path(out_dir)
@@ -182,7 +185,7 @@ def predict_catalog(
         log.info("batch: %d scene(s) of %s with %s into %s", len(selected), report.catalog,
                  model, out)  # fmt: skip
         try:
-            _predict_scenes(report, selected, card, model, out, opts, fail_fast)
+            _predict_scenes(report, selected, card, model, out, opts, fail_fast, progress_callback)
             _finish(report, card, merge_vectors, merge_crs, mosaic, out)
         finally:
             report.seconds = round(time.perf_counter() - t0, 3)
@@ -195,13 +198,16 @@ def predict_catalog(
 
 
 def _predict_scenes(report: BatchReport, selected: Sequence[CatalogScene], card: ModelCard,
-                    model: str | Path, out: Path, opts: PredictOptions, fail_fast: bool) -> None:  # fmt: skip
+                    model: str | Path, out: Path, opts: PredictOptions, fail_fast: bool,
+                    progress_callback: Callable[[str, int, int], None] | None = None) -> None:  # fmt: skip
     """Predict scene after scene into ``report`` (a failure is recorded, not raised)."""
     bar = tqdm(selected, unit="scene", desc="scenes", disable=not opts.progress)
     try:
-        for scene in bar:
+        for i, scene in enumerate(bar):
             bar.set_postfix_str(scene.id)
-            result = _predict_scene(scene, card, model, out, opts)
+            if progress_callback is not None:
+                progress_callback("scene", i, len(selected))
+            result = _predict_scene(scene, card, model, out, opts, progress_callback)
             report.scenes.append(result)
             if opts.progress:
                 bar.write(f"{scene.id}: {result.status} ({result.seconds:.1f} s)"
@@ -213,7 +219,9 @@ def _predict_scenes(report: BatchReport, selected: Sequence[CatalogScene], card:
 
 
 def _predict_scene(scene: CatalogScene, card: ModelCard, model: str | Path, out: Path,
-                   opts: PredictOptions) -> SceneResult:  # fmt: skip
+                   opts: PredictOptions,
+                   progress_callback: Callable[[str, int, int], None] | None = None,
+                   ) -> SceneResult:  # fmt: skip
     from geoseg.runs.predict import predict
 
     t = time.perf_counter()
@@ -222,7 +230,8 @@ def _predict_scene(scene: CatalogScene, card: ModelCard, model: str | Path, out:
         image, extra, sopts = scene_inputs(scene, card, opts)
         report_path = scene_dir / f"{scene.id}_report.json"
         before = report_path.stat().st_mtime_ns if report_path.exists() else None
-        rep = predict(image, model, scene_dir, extra, sopts, name=scene.id)
+        rep = predict(image, model, scene_dir, extra, sopts, name=scene.id,
+                      progress_callback=progress_callback)  # fmt: skip
     except Exception as exc:
         msg = _one_line(exc)
         log.error("scene %s failed: %s", scene.id, msg)
@@ -241,8 +250,11 @@ def _predict_scene(scene: CatalogScene, card: ModelCard, model: str | Path, out:
 
 
 def _one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an error, with its cause when the message only points to it."""
+    """The first line of a geoseg error (it names the file and the fix); ``Type: first line``
+    of another, with its cause when the message only points to it."""
     text = str(exc).strip().splitlines()
+    if isinstance(exc, GeosegError) and text:
+        return text[0]
     line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
     cause = exc.__cause__ or exc.__context__
     if cause is not None and (not text or "previous exception" in text[0]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from geoseg.store.tiles import TileStore
 
 log = logging.getLogger(__name__)
 
+#: optional hook ``(stage, chunks done, chunks total)``: stage "chunks" after each finished
+#: chunk (and once at the start), "outputs" when writing begins (the service's progress)
+ProgressCallback = Callable[[str, int, int], None]
+
 
 @dataclass
 class Computed:
@@ -31,12 +36,14 @@ class Computed:
     workers: int
     threads: int
     timer: StageTimer = field(default_factory=StageTimer)
+    #: stored chunks found damaged (truncated, corrupt) and computed again
+    damaged: list[tuple[int, int]] = field(default_factory=list)
 
 
 def open_store(run: RunSetup) -> TileStore:
     """The run's tile store: created, emptied first when the options say so."""
     opts, card = run.opts, run.card
-    root = (Path(opts.tiles_dir) / run.rid).resolve()
+    root = run.store_root
     if opts.overwrite or not opts.resume:
         TileStore(root).remove()
     manifest = {"run": run.rid, "image": str(run.image), "model": str(run.model),
@@ -48,10 +55,12 @@ def open_store(run: RunSetup) -> TileStore:
     return store
 
 
-def compute_chunks(run: RunSetup) -> Computed:
+def compute_chunks(run: RunSetup, progress_callback: ProgressCallback | None = None) -> Computed:
     """Compute every chunk not finished yet into the tile store."""
     store, plan, opts = open_store(run), run.plan, run.opts
-    done_before = set(store.done_stats())
+    t_verify = time.perf_counter()
+    stored, damaged = store.verify()  # a chunk is trusted only once read back intact
+    done_before = set(stored)
     pending = [idx for idx in plan.chunks if idx not in done_before]
     # fewer chunks than workers: give the idle workers' cores to torch instead
     workers, threads = plan_threads(min(opts.workers or available_cores(), max(1, len(pending))))
@@ -59,23 +68,37 @@ def compute_chunks(run: RunSetup) -> Computed:
     log.info("run %s: %d chunks (%d already done), %d tiles of %d px, overlap %d px, "
              "%d worker(s) x %d thread(s)", run.rid, len(plan.chunks), len(done_before),
              plan.n_tiles, plan.tile, plan.overlap, workers, threads)  # fmt: skip
-    out = Computed(store, done_before, workers, threads)
+    out = Computed(store, done_before, workers, threads, damaged=damaged)
+    out.timer.add("verify", time.perf_counter() - t_verify)
     if not run.card.trained:
         log.warning("model %s has untrained (random) weights: predictions are meaningless",
                     run.model)  # fmt: skip
     t_run = time.perf_counter()
+    if progress_callback is not None:
+        progress_callback("chunks", len(done_before), len(plan.chunks))
     if pending:
-        _run_pending(run, out, pending)
+        _run_pending(run, out, pending, progress_callback)
     out.timer.add("chunks_wall", time.perf_counter() - t_run)
     return out
 
 
-def _run_pending(run: RunSetup, out: Computed, pending: list[tuple[int, int]]) -> None:
+def _run_pending(run: RunSetup, out: Computed, pending: list[tuple[int, int]],
+                 progress_callback: ProgressCallback | None = None) -> None:  # fmt: skip
     job = ChunkJob(scene=run.scene, plan=run.plan, batch=run.opts.batch,
                    class_ids=np.array([c.id for c in run.card.classes], np.uint8),
                    probabilities=run.opts.probabilities)  # fmt: skip
     bar = tqdm(total=len(run.plan.chunks), initial=len(out.done_before), unit="chunk",
                desc="predict", disable=not run.opts.progress, leave=False)  # fmt: skip
+    if progress_callback is not None:  # every finished chunk also reaches the hook
+        update, count = bar.update, [len(out.done_before)]  # (a disabled bar counts nothing)
+
+        def tick(n: float | None = 1) -> bool | None:
+            shown = update(n)
+            count[0] += int(n or 0)
+            progress_callback("chunks", count[0], len(run.plan.chunks))
+            return shown
+
+        bar.update = tick  # type: ignore[method-assign]
     with gdal_env(), bar:
         if run.opts.scheduler:
             results = _run_on_cluster(job, out.store, run.model, run.digest, pending, run.opts,

@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from geoseg.bundle.card import ModelCard
 from geoseg.bundle.formats import model_digest, read_model_card
 from geoseg.errors import InputError, OutputError
@@ -33,6 +31,11 @@ class RunSetup:
     digest: str
     rid: str
     paths: dict[str, Path]
+
+    @property
+    def store_root(self) -> Path:
+        """The run's tile store: ``<tiles_dir>/<run id>`` (its lock: ``<run id>.lock``)."""
+        return (Path(self.opts.tiles_dir) / self.rid).resolve()
 
 
 def plan_run(image: str | Path, model: str | Path, out_dir: str | Path,
@@ -66,17 +69,17 @@ def open_scene_for(card: ModelCard, image: str | Path, modalities: Mapping[str, 
     for name, path in modalities.items():
         if name == ref:
             raise InputError(f"modalities={name}=...: {name!r} is the main image (image=)")
-        if name not in card.modalities:
-            raise InputError(f"modalities={name}: the model has no modality {name!r}; "
-                             f"it takes {list(card.modalities)}")
+        if name not in card.raster_modalities:
+            raise InputError(f"modalities={name}: the model has no raster modality {name!r}; "
+                             f"it takes {card.raster_modalities}")
         sources[name] = path
-    missing = [m for m in card.modalities if m not in sources]
+    missing = [m for m in card.raster_modalities if m not in sources]
     if missing:
         raise InputError(f"the model needs modalities {missing} too: add modalities="
                          f"{missing[0]}=PATH")
     bands = {ref: opts.bands, **opts.modality_bands}
     resampling = {n: m.resampling for n, m in card.modalities.items()}
-    ordered = {n: sources[n] for n in card.modalities}
+    ordered = {n: sources[n] for n in card.raster_modalities}
     scene = Scene.open(ordered, bands=bands, resampling=resampling, reference=ref)
     for name, mod in scene.modalities.items():
         want = len(card.modalities[name].bands)
@@ -87,7 +90,8 @@ def open_scene_for(card: ModelCard, image: str | Path, modalities: Mapping[str, 
                 f"({', '.join(card.modalities[name].bands)}); select them with {flag}"
                 f"{','.join(str(i + 1) for i in range(want))}"
             )
-    return scene
+    # spectral indices the model was trained with, recomputed window by window
+    return scene.with_indices(card.derived, card.source_roles())
 
 
 def run_id(scene: Scene, digest: str, plan: TilePlan, opts: PredictOptions, device: str) -> str:
@@ -98,7 +102,7 @@ def run_id(scene: Scene, digest: str, plan: TilePlan, opts: PredictOptions, devi
         h.update(f"{os.path.abspath(mod.path)}|{st and st.st_size}|{st and st.st_mtime_ns}|"
                  f"{mod.bands}|{mod.resampling}".encode())  # fmt: skip
     h.update(f"{digest}|{plan.tile}|{plan.overlap}|{plan.chunk}|{opts.probabilities}|{opts.amp}|"
-             f"{torch.device(device).type}".encode())  # fmt: skip
+             f"{device.split(':')[0]}".encode())  # fmt: skip
     stem = Path(scene.reference.path).stem
     return f"{stem}-{h.hexdigest()[:12]}"
 

@@ -39,6 +39,8 @@ class PredictOptions(StrictModel):
     simplify: float = Field(0.0, ge=0, description="simplification tolerance (CRS units)")
     resume: bool = Field(True, description="continue from the finished chunks of the same run")
     overwrite: bool = Field(False, description="recompute even if the run is finished")
+    wait: bool = Field(False, description="when the same run (same tile store) is running "
+                       "elsewhere, wait for it instead of exiting")
     tiles_dir: Path = Field(Path("tiles"), description="tile store workspace")
     progress: bool = Field(True, description="progress bars")
     scheduler: str | None = Field(

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from geoseg._files import atomic_write_text
+from geoseg._files import atomic_write_text, write_failed
 from geoseg.errors import InputError
-from geoseg.runs.compute import compute_chunks
 from geoseg.runs.job import RunSetup, plan_run
 from geoseg.runs.options import PredictOptions
-from geoseg.runs.write import build_report, write_outputs
 from geoseg.runtime import gdal_env
+from geoseg.store.lock import store_lock
+
+if TYPE_CHECKING:
+    from geoseg.runs.compute import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +35,97 @@ def predict(
     modalities: Mapping[str, str | Path] | None = None,
     options: PredictOptions | None = None,
     name: str | None = None,
+    progress_callback: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Predict a scene with a bundle; returns the run report (also written as JSON).
 
     Outputs are named ``<name>_classes.tif`` etc.; ``name`` defaults to the image's stem.
+    ``progress_callback(stage, chunks done, chunks total)`` follows the run (the service).
     """
     t_start = time.perf_counter()
     run = plan_run(image, model, out_dir, modalities or {}, options or PredictOptions(), name)
+    # one run at a time per tile store: a second identical run waits (wait=) or exits naming
+    # the running process; a lock left by a dead process is taken over
+    with store_lock(run.store_root, wait=run.opts.wait):
+        return _predict_locked(run, t_start, progress_callback)
+
+
+def _predict_locked(run: RunSetup, t_start: float,
+                    progress_callback: ProgressCallback | None) -> dict[str, Any]:  # fmt: skip
+    """The run, once its lock is held: resume or compute the chunks, write the outputs."""
+    image = run.image
     _remove_stale_temporaries(run)
     if not run.opts.overwrite and _finished(run.paths, run.rid):
         log.info("%s: already done (run %s); use --overwrite to recompute", image, run.rid)
         return json.loads(run.paths["report"].read_text())
-    done = compute_chunks(run)
+    # torch, Dask and the model load only once the inputs are known good: a bad input fails
+    # in well under a second (plan_run reads headers and the card only)
+    from geoseg.runs.compute import compute_chunks
+    from geoseg.runs.space import check_free_space
+    from geoseg.runs.write import build_report, write_outputs
+
+    check_free_space(run)
+    try:
+        done = compute_chunks(run, progress_callback)
+    except BaseException:
+        _drop_empty_store(run.store_root)  # nothing to resume from: leave nothing behind
+        raise
     stats = done.store.done_stats()
     if sum(s["valid_pixels"] for s in stats.values()) == 0:
         done.store.remove()
         raise InputError(f"{image}: the scene has no valid pixel (all nodata); "
                          "check the file's nodata value and mask")  # fmt: skip
-    with gdal_env():
-        write_outputs(done.store, run.scene, run.card, run.paths, run.opts, done.timer)
-    report = build_report(run, done, stats, time.perf_counter() - t_start)
-    atomic_write_text(run.paths["report"], json.dumps(report, indent=2))
+    if progress_callback is not None:
+        progress_callback("outputs", len(run.plan.chunks), len(run.plan.chunks))
+    before = _stamps(run.paths)
+    try:
+        with gdal_env():
+            write_outputs(done.store, run.scene, run.card, run.paths, run.opts, done.timer)
+        report = build_report(run, done, stats, time.perf_counter() - t_start)
+        path, text = run.paths["report"], json.dumps(report, indent=2)
+        try:
+            atomic_write_text(path, text)
+        except OSError as err:
+            raise write_failed(path, path.parent, err, len(text.encode())) from err
+    except BaseException:
+        # an incomplete set is no result: remove what this attempt wrote (the tile store stays,
+        # so the same command writes them all again, without computing)
+        for out in _written_since(before):
+            out.unlink(missing_ok=True)
+        raise
     return report
+
+
+def _output_files(paths: dict[str, Path]) -> list[Path]:
+    """The files of the run's outputs (a Shapefile's parts included)."""
+    files = list(paths.values())
+    shp = paths.get("vectors")
+    if shp is not None and shp.suffix == ".shp":
+        files += [shp.with_suffix(ext) for ext in (".dbf", ".shx", ".prj", ".cpg")]
+    return files
+
+
+def _stamps(paths: dict[str, Path]) -> dict[Path, tuple[int, int] | None]:
+    stamps = {}
+    for p in _output_files(paths):
+        try:
+            st = p.stat()
+            stamps[p] = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamps[p] = None
+    return stamps
+
+
+def _written_since(before: dict[Path, tuple[int, int] | None]) -> list[Path]:
+    """The outputs (re)written since ``before`` was taken."""
+    return [p for p, stamp in before.items() if _stamps({"x": p}).get(p) not in (None, stamp)]
+
+
+def _drop_empty_store(root: Path) -> None:
+    """Remove a tile store that holds no finished chunk (a run that failed before any)."""
+    done = root / "done"
+    if root.is_dir() and not any(done.glob("[0-9]*_*.json")):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _remove_stale_temporaries(run: RunSetup) -> None:

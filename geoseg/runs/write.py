@@ -95,6 +95,8 @@ def build_report(run: RunSetup, done: Computed, stats: dict, wall: float) -> dic
         "overlap_factor": round(plan.overlap_factor, 4),
         "chunks": {"total": len(plan.chunks), "resumed": len(done_before),
                    "computed": len(plan.chunks) - len(done_before),
+                   # stored chunks found truncated or corrupt on resume, computed again
+                   "recomputed_damaged": len(done.damaged),
                    "tiles_run": int(sec.pop("tiles", 0)),
                    "tiles_skipped_nodata": int(sec.pop("tiles_skipped_nodata", 0))},
         "timings_s": {k: round(v, 3) for k, v in sec.items() if k != "polygons"} | {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -11,12 +13,26 @@ from geoseg.errors import GridError, InputError
 from geoseg.geometry.grid import GridBox
 from geoseg.geometry.window import PixelWindow
 
+if TYPE_CHECKING:
+    from geoseg.scene.indices import IndexTransform
+
 
 class ArrayScene:
     """Scene backed by xarray DataArrays (band, y, x) on one grid, e.g. from rioxarray.
 
     Reading a window only loads that window (``.isel(...).values`` on dask-backed arrays).
     """
+
+    #: derived spectral-index modalities added to every read (see ``with_indices``)
+    indices: IndexTransform | None = None
+
+    def with_indices(self, derived: Mapping[str, Any], roles: Mapping[str, Sequence[str]]) -> ArrayScene:
+        """This scene with derived index modalities computed from the bands' ``roles``."""
+        from geoseg.scene.indices import IndexTransform
+
+        out = copy.copy(self)
+        out.indices = IndexTransform.build(derived, roles) if derived else None
+        return out
 
     def __init__(self, arrays: Mapping[str, xr.DataArray]):
         if not arrays:
@@ -41,7 +57,8 @@ class ArrayScene:
 
     @property
     def band_counts(self) -> dict[str, int]:
-        return {n: a.sizes["band"] for n, a in self.arrays.items()}
+        counts = {n: a.sizes["band"] for n, a in self.arrays.items()}
+        return {**counts, **self.indices.band_counts} if self.indices is not None else counts
 
     def read(self, window: PixelWindow) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Read ``window`` of every modality as float32 (bands, h, w) and its validity mask."""
@@ -55,4 +72,6 @@ class ArrayScene:
                 valid &= ~(data == np.float32(nodata)).all(axis=0)
             valid &= ~np.isnan(data).any(axis=0)
             out[name] = data
+        if self.indices is not None:
+            return self.indices.apply(out, valid)
         return out, valid

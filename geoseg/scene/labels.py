@@ -219,6 +219,8 @@ class VectorLabelsSource:
             geoms = geoms.buffer(self.options.buffer)
         nonempty = ~(geoms.is_empty | geoms.isna())
         bounds = df.total_bounds if len(df) else (0.0, 0.0, 0.0, 0.0)
+        #: row of each burnt feature in the layer (attributes such as a group field)
+        self.rows = np.flatnonzero(keep)[np.asarray(nonempty)]
         return np.asarray(geoms[nonempty]), values[nonempty], bounds
 
     def _background(self) -> int:

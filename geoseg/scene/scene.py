@@ -7,22 +7,31 @@ validity mask following GDAL's dataset-mask semantics.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from geoseg._files import human_bytes
 from geoseg.errors import GridError, InputError
 from geoseg.geometry.grid import GridBox
 from geoseg.geometry.window import PixelWindow
+from geoseg.limits import limits, raise_hint, url_problem
+
+if TYPE_CHECKING:
+    from geoseg.scene.indices import IndexTransform
 
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest,
               "cubic": Resampling.cubic}  # fmt: skip
@@ -47,14 +56,79 @@ class Modality:
         return len(self.bands)
 
 
+def gdal_detail(exc: BaseException, limit: int = 160) -> str:
+    """GDAL's own reason for a failure: the innermost message of the error's causes (rasterio's
+    outer "Read failed. See previous exception for details." says nothing)."""
+    texts = []
+    seen = 0
+    while exc is not None and seen < 8:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if text:
+            texts.append(text)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    useful = [t for t in texts if "see previous exception" not in t.lower()] or texts or ["?"]
+    text = useful[-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_failed(path: str, exc: BaseException, window: PixelWindow | None = None) -> InputError:
+    """The one-line error of a raster whose pixels cannot be read (it opened: its header is
+    intact), naming the file, the window and the fix; ``catalog validate``, predict, batch
+    reports and training say it alike."""
+    where = f" in window rows {window.r0}:{window.r1}, cols {window.c0}:{window.c1}" \
+        if window is not None else ""  # fmt: skip
+    return InputError(f"{path}: pixels cannot be read{where} (GDAL: {gdal_detail(exc)}); the "
+                      "file is corrupt or truncated: re-download or replace it (`gdal_translate "
+                      f"{path} check.tif` tells whether it reads)")
+
+
 def _open_raster(path: str | Path):
     p = str(path)
+    problem = url_problem(p)
+    if problem:
+        raise InputError(f"{p}: {problem}")
     if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
         raise InputError(f"{p}: file not found; check the path")
     try:
-        return rasterio.open(p)
+        ds = rasterio.open(p)
     except RasterioIOError as exc:
         raise InputError(f"{p}: not a readable raster ({exc}); give a GeoTIFF or GDAL raster") from None
+    try:
+        check_limits(p, ds)
+    except InputError:
+        ds.close()
+        raise
+    return ds
+
+
+def check_limits(path: str, ds) -> None:
+    """Refuse a raster beyond ``geoseg.limits``: too many pixels or bands, or far more pixels
+    declared than its files hold (a decompression bomb or a damaged header), before anything
+    is read or planned."""
+    lim = limits()
+    w, h, n = ds.width, ds.height, ds.count
+    if w * h > lim.max_pixels:
+        raise InputError(f"{path}: {w} x {h} pixels ({w * h / 1e9:.3g} gigapixels) is more than "
+                         f"geoseg reads ({lim.max_pixels / 1e9:.3g} gigapixels): a damaged header"
+                         ", or cut the raster into parts (gdal_translate -srcwin); "
+                         f"{raise_hint('max_pixels', w * h)}")  # fmt: skip
+    if n > lim.max_bands:
+        raise InputError(f"{path}: {n} bands is more than geoseg reads ({lim.max_bands}): a "
+                         "damaged header, or select bands first (gdal_translate -b); "
+                         f"{raise_hint('max_bands', n)}")  # fmt: skip
+    declared = w * h * sum(np.dtype(t).itemsize for t in ds.dtypes)
+    if declared < lim.ratio_from_bytes or "://" in path or path.startswith("/vsi"):
+        return
+    size = 0
+    for f in ds.files:
+        with contextlib.suppress(OSError):
+            size += os.path.getsize(f)
+    if size and declared / size > lim.max_ratio:
+        ratio = declared / size
+        raise InputError(f"{path}: declares {human_bytes(declared)} of pixels in {human_bytes(size)}"
+                         f" of file (1:{ratio:.0f}, more than 1:{lim.max_ratio:.0f}): a "
+                         "decompression bomb or a damaged header; check it with gdalinfo, and "
+                         f"if it is real (e.g. sparse) {raise_hint('max_ratio', math.ceil(ratio))}")
 
 
 def resolve_bands(path: str, ds, spec: Sequence[int | str] | None) -> tuple[int, ...]:
@@ -94,6 +168,7 @@ def check_reference(path: str, grid: GridBox) -> None:
         raise GridError(
             f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX {path})"
         )
+    _check_datum(path, grid)
     if not grid.is_rectilinear:
         raise GridError(
             f"{path}: rotated/sheared geotransform is not supported; make it north-up first "
@@ -109,9 +184,21 @@ def check_reference(path: str, grid: GridBox) -> None:
 class Scene:
     """Modalities on one reference grid. Picklable: holds paths, never open handles."""
 
-    def __init__(self, grid: GridBox, modalities: Mapping[str, Modality]):
+    def __init__(self, grid: GridBox, modalities: Mapping[str, Modality],
+                 indices: IndexTransform | None = None):  # fmt: skip
         self.grid = grid
         self.modalities = dict(modalities)
+        #: derived spectral-index modalities added to every read (geoseg.scene.indices)
+        self.indices = indices
+
+    def with_indices(self, derived: Mapping[str, Any], roles: Mapping[str, Sequence[str]]) -> Scene:
+        """This scene with derived index modalities (``{name: IndexBands}``), computed window by
+        window from the bands' ``roles`` (per modality, one role per band read)."""
+        from geoseg.scene.indices import IndexTransform
+
+        if not derived:
+            return self
+        return Scene(self.grid, self.modalities, IndexTransform.build(derived, roles))
 
     @classmethod
     def open(
@@ -153,7 +240,8 @@ class Scene:
 
     @property
     def band_counts(self) -> dict[str, int]:
-        return {n: m.count for n, m in self.modalities.items()}
+        counts = {n: m.count for n, m in self.modalities.items()}
+        return {**counts, **self.indices.band_counts} if self.indices is not None else counts
 
     def read(self, window: PixelWindow) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Read ``window`` of every modality as float32 (bands, h, w).
@@ -166,14 +254,19 @@ class Scene:
         arrays: dict[str, np.ndarray] = {}
         valid = np.ones(window.shape, dtype=bool)
         for name, mod in self.modalities.items():
-            with ExitStack() as stack:
-                ds = stack.enter_context(rasterio.open(mod.path))
-                if not mod.aligned:
-                    ds = stack.enter_context(self._warped(ds, mod))
-                data = ds.read(list(mod.bands), window=gdal_window, out_dtype="float32")
-                valid &= ds.dataset_mask(window=gdal_window) > 0
+            try:
+                with ExitStack() as stack:
+                    ds = stack.enter_context(rasterio.open(mod.path))
+                    if not mod.aligned:
+                        ds = stack.enter_context(self._warped(ds, mod))
+                    data = ds.read(list(mod.bands), window=gdal_window, out_dtype="float32")
+                    valid &= ds.dataset_mask(window=gdal_window) > 0
+            except RasterioError as exc:  # opened fine, fails half way: truncated or corrupt
+                raise read_failed(mod.path, exc, window) from None
             valid &= ~np.isnan(data).any(axis=0)
             arrays[name] = data
+        if self.indices is not None:
+            return self.indices.apply(arrays, valid)
         return arrays, valid
 
     def _warped(self, ds, mod: Modality) -> WarpedVRT:
@@ -242,6 +335,41 @@ def _absolute(path: str) -> str:
     return str(Path(path).resolve())
 
 
+def _check_datum(path: str, grid: GridBox) -> None:
+    """Refuse a grid geoseg cannot place on the Earth: a CRS without datum (a local or
+    engineering CS, a damaged definition), a geotransform with infinite, NaN or zero values,
+    or coordinates outside what its CRS can map (ground areas and warping need all three)."""
+    from pyproj import CRS as ProjCRS
+    from pyproj import Transformer
+    from pyproj.exceptions import CRSError, ProjError
+
+    try:
+        crs = ProjCRS.from_user_input(grid.crs.to_wkt())
+        ok = crs.is_geographic or crs.geodetic_crs is not None
+    except CRSError:
+        ok = False
+    if not ok:
+        raise GridError(f"{path}: its CRS has no datum (a local coordinate system, or a damaged "
+                        "definition), so areas and grids cannot be computed; assign a real one "
+                        f"(gdal_edit.py -a_srs EPSG:XXXX {path})")
+    t = grid.transform
+    cx, cy = t * (grid.width / 2, grid.height / 2)
+    try:
+        if crs.is_geographic:
+            lon, lat = cx, cy
+        else:
+            lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(cx, cy)
+        placed = all(math.isfinite(v) for v in (*t[:6], lon, lat)) and t.a != 0 and t.e != 0 \
+            and abs(lat) <= 90.0 + 1e-6  # fmt: skip
+    except (CRSError, ProjError):
+        placed = False
+    if not placed:
+        raise GridError(f"{path}: its geotransform ({', '.join(f'{v:g}' for v in t[:6])}) does not "
+                        "place it on the Earth in its CRS (infinite, zero or out-of-range values: "
+                        f"a damaged header); fix it (gdal_edit.py -a_ullr ... {path}) or replace "
+                        "the file")  # fmt: skip
+
+
 def _has_mask(ds) -> bool:
     from rasterio.enums import MaskFlags
 
@@ -253,6 +381,7 @@ def _check_alignable(path: str, g: GridBox, ref: GridBox) -> bool:
     if g.crs is None:
         raise GridError(f"{path}: raster has no CRS, so it cannot be aligned with the reference; "
                         f"assign one (gdal_edit.py -a_srs EPSG:XXXX {path})")
+    _check_datum(path, g)
     if not g.is_rectilinear:
         raise GridError(f"{path}: rotated/sheared geotransform is not supported; "
                         f"make it north-up first (gdalwarp {path} northup.tif)")

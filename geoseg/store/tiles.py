@@ -1,11 +1,17 @@
-"""Tile store: finished chunks persisted at once (Zarr), so a killed run resumes where it was."""
+"""Tile store: finished chunks persisted at once (Zarr), so a killed run resumes where it was.
+
+Every stored chunk is checked before a resumed run trusts it: its done marker holds the CRC-32
+of each array as written, and :meth:`TileStore.verify` reads the chunks back and compares
+(a truncated or corrupt chunk file is recomputed, not trusted). Spilled hand-overs carry a
+CRC-32 too. One run at a time per store: :meth:`TileStore.lock` (``geoseg.store.lock``).
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import shutil
-import threading
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,17 +19,29 @@ from typing import Any
 import numpy as np
 import zarr
 
-from geoseg._files import atomic_write_text
+from geoseg._files import atomic_path, atomic_write_text, space_problem, write_errno
 from geoseg.config import NODATA
 from geoseg.errors import OutputError
 from geoseg.geometry.window import BlockReader, PixelWindow
+from geoseg.store.lock import RunLock, store_lock
+
+log = logging.getLogger(__name__)
+
+#: arrays of a chunk, in the order their checksums are listed
+ARRAYS = ("classes", "confidence", "probabilities")
+
+
+def crc32(array: np.ndarray) -> int:
+    """CRC-32 of an array's bytes (C order): 3.8 GB/s here, so checking is cheap."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 class TileStore:
     """Zarr arrays ``classes``, ``confidence`` (and ``probabilities``) plus per-chunk markers.
 
-    A chunk's marker (``done/i_j.json``, holding its class counts) is written only after its
-    data, so a chunk interrupted half-way is simply recomputed on resume.
+    A chunk's marker (``done/i_j.json``, holding its class counts, its window and the CRC-32
+    of its arrays) is written only after its data, so a chunk interrupted half-way is simply
+    recomputed on resume, and one damaged later is found by :meth:`verify`.
     """
 
     def __init__(self, root: Path):
@@ -41,16 +59,46 @@ class TileStore:
         except OSError as exc:
             raise OutputError(f"{root}: cannot create the tile store ({exc.strerror}); "
                               "choose a writable --tiles folder") from None
+        try:
+            cls._create_arrays(root, shape, chunk, num_classes, probabilities)
+        except OutputError:
+            raise
+        except Exception as exc:
+            if write_errno(exc) is not None:
+                raise cls(root)._failed(exc) from exc
+            log.warning("%s: the tile store is damaged (%s); starting it afresh", root,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            for part in ("store.zarr", "done", "handover"):
+                shutil.rmtree(root / part, ignore_errors=True)
+            (root / "done").mkdir(exist_ok=True)
+            cls._create_arrays(root, shape, chunk, num_classes, probabilities)
+        try:
+            atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
+        except OSError as exc:
+            raise cls(root)._failed(exc) from exc
+        return cls(root)
+
+    @staticmethod
+    def _create_arrays(root: Path, shape: tuple[int, int], chunk: int, num_classes: int,
+                       probabilities: bool) -> None:  # fmt: skip
         group = zarr.open_group(str(root / "store.zarr"), mode="a")
         c = (min(chunk, shape[0]), min(chunk, shape[1]))
-        for name in ("classes", "confidence"):
-            if name not in group:
-                group.create_array(name, shape=shape, chunks=c, dtype="uint8", fill_value=NODATA)
-        if probabilities and "probabilities" not in group:
-            group.create_array("probabilities", shape=(num_classes, *shape),
-                               chunks=(num_classes, *c), dtype="uint8", fill_value=NODATA)
-        atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
-        return cls(root)
+        want = {"classes": (shape, c), "confidence": (shape, c)}
+        if probabilities:
+            want["probabilities"] = ((num_classes, *shape), (num_classes, *c))
+        for name, (full, chunks) in want.items():
+            if name in group:
+                arr = group[name]
+                if tuple(arr.shape) != full or tuple(arr.chunks) != chunks:
+                    raise ValueError(f"array {name} has shape {arr.shape}, expected {full}")
+            else:
+                group.create_array(name, shape=full, chunks=chunks, dtype="uint8",
+                                   fill_value=NODATA)  # fmt: skip
+
+    def lock(self, *, wait: bool = False, timeout: float | None = None) -> RunLock:
+        """The lock of this store's run: ``<tiles>/<run id>.lock`` beside the store (so removing
+        the store never removes a lock held on it)."""
+        return store_lock(self.root, wait=wait, timeout=timeout)
 
     def manifest(self) -> dict[str, Any] | None:
         path = self.root / "manifest.json"
@@ -66,24 +114,84 @@ class TileStore:
         return self._marker(index).is_file()
 
     def done_stats(self) -> dict[tuple[int, int], dict[str, Any]]:
-        out = {}
-        for p in (self.root / "done").glob("*.json"):
-            i, j = p.stem.split("_")
-            out[(int(i), int(j))] = json.loads(p.read_text())
+        """The statistics of every chunk with a done marker (not verified: see ``verify``)."""
+        return {index: _stats(json.loads(p.read_text())) for index, p in self._markers()}
+
+    def _markers(self) -> list[tuple[tuple[int, int], Path]]:
+        """``((i, j), path)`` of the done markers (not the temporaries of a killed writer)."""
+        out = []
+        for p in sorted((self.root / "done").glob("*_*.json")):
+            i, _, j = p.stem.partition("_")
+            if i.isdigit() and j.isdigit():
+                out.append(((int(i), int(j)), p))
         return out
+
+    def verify(self) -> tuple[dict[tuple[int, int], dict[str, Any]], list[tuple[int, int]]]:
+        """Check every stored chunk against the CRC-32 in its marker before it is trusted.
+
+        A chunk whose file is truncated, corrupt or missing, or whose marker is damaged or
+        predates checksums, loses its marker (it will be recomputed). Reads every stored
+        chunk once (measured: docs/benchmarks.md, "Tile store verification").
+
+        Returns:
+            The statistics of the good chunks, and the indices of the bad ones.
+        """
+        good: dict[tuple[int, int], dict[str, Any]] = {}
+        bad: list[tuple[int, int]] = []
+        group = None
+        for p in (self.root / "done").glob(".*"):  # a marker's writer killed before its rename
+            p.unlink(missing_ok=True)
+        for (i, j), p in self._markers():
+            try:
+                marker = json.loads(p.read_text())
+                group = group if group is not None else self._group("r")
+                ok = self._matches(group, marker["check"])
+            except Exception:
+                ok = False
+            if ok:
+                good[(i, j)] = _stats(marker)
+            else:
+                bad.append((i, j))
+                p.unlink(missing_ok=True)
+        if bad:
+            log.warning("%s: %d stored chunk(s) damaged (truncated or corrupt): %s; "
+                        "recomputing them", self.root, len(bad),
+                        ", ".join(f"{i}_{j}" for i, j in bad[:10]))  # fmt: skip
+        return good, bad
+
+    @staticmethod
+    def _matches(group: Any, check: dict[str, Any]) -> bool:
+        window = PixelWindow(*check["window"])
+        for name, want in check["crc32"].items():
+            arr = group[name]
+            data = arr[(slice(None), *window.slices)] if arr.ndim == 3 else arr[window.slices]
+            if crc32(data) != want:
+                return False
+        return True
 
     def write_chunk(
         self, index: tuple[int, int], core: PixelWindow,
         classes: np.ndarray, confidence: np.ndarray, probabilities: np.ndarray | None,
         stats: dict[str, Any],
     ) -> None:  # fmt: skip
-        """Store a finished chunk's arrays at ``core``, then its done marker."""
-        g = self._group()
-        g["classes"][core.slices] = classes
-        g["confidence"][core.slices] = confidence
-        if probabilities is not None:
-            g["probabilities"][(slice(None), *core.slices)] = probabilities
-        atomic_write_text(self._marker(index), json.dumps(stats))
+        """Store a finished chunk's arrays at ``core``, then its done marker (with checksums).
+
+        Raises:
+            OutputError: the store cannot be written (disk full...); the chunk has no marker,
+                so a re-run recomputes it.
+        """
+        arrays = {"classes": classes, "confidence": confidence, "probabilities": probabilities}
+        try:
+            g = self._group()
+            g["classes"][core.slices] = classes
+            g["confidence"][core.slices] = confidence
+            if probabilities is not None:
+                g["probabilities"][(slice(None), *core.slices)] = probabilities
+            check = {"window": core.as_list(),
+                     "crc32": {n: crc32(a) for n, a in arrays.items() if a is not None}}
+            atomic_write_text(self._marker(index), json.dumps({**stats, "check": check}))
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def reader(self, name: str) -> BlockReader:
         """A block reader ``f(window) -> (bands, h, w) array`` over one stored array."""
@@ -103,27 +211,45 @@ class TileStore:
         Row-major order keeps such a hand-over waiting for a whole chunk row: in memory these
         would grow with the scene's width (measured +130 MB from 4096 to 16384 px wide).
         Written under a temporary name and renamed: a recomputed ``accumulate`` (its worker
-        died) may rewrite the file while a ``finish`` reads it.
+        died) may rewrite the file while a ``finish`` reads it. The CRC-32 of both arrays
+        follows them in the file.
         """
         folder = self.root / "handover"
-        folder.mkdir(exist_ok=True)
         path = folder / f"{src[0]}_{src[1]}-{dst[0]}_{dst[1]}.npy"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        with open(tmp, "wb") as fh:
-            np.save(fh, part)
-            np.save(fh, valid)
-        os.replace(tmp, path)
+        try:
+            folder.mkdir(exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                out = _Writer(fh)  # numpy's tofile would lose the errno of a full disk
+                np.save(out, part)
+                np.save(out, valid)
+                np.save(out, np.array([crc32(part), crc32(valid)], np.uint32))
+        except OSError as exc:
+            raise self._failed(exc) from exc
         return path
 
     @staticmethod
     def read_handover(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(part, valid)`` arrays spilled at ``path``.
+        """The ``(part, valid)`` arrays spilled at ``path``, checked against their CRC-32.
 
         The file stays until its chunk is stored (``drop_handovers``): Dask retries a
         ``finish`` whose worker died, and the retry must find its inputs again.
+
+        Raises:
+            OutputError: the file is missing, truncated or corrupt (a re-run recomputes it).
         """
-        with open(path, "rb") as fh:
-            return np.load(fh), np.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                part, valid, check = np.load(fh), np.load(fh), np.load(fh)
+            ok = check.shape == (2,) and [crc32(part), crc32(valid)] == check.tolist()
+        except (OSError, ValueError, EOFError) as exc:
+            ok, detail = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            detail = "checksum mismatch"
+        if not ok:
+            raise OutputError(f"{path}: a hand-over of the tile store is damaged ({detail}); "
+                              "run the same command again: it resumes from the stored chunks "
+                              "and recomputes the hand-over")  # fmt: skip
+        return part, valid
 
     @staticmethod
     def drop_handovers(paths: Iterable[Path]) -> None:
@@ -133,11 +259,46 @@ class TileStore:
 
     def stored_stats(self, index: tuple[int, int]) -> dict[str, Any]:
         """The statistics stored with a finished chunk."""
-        return json.loads(self._marker(index).read_text())
+        return _stats(json.loads(self._marker(index).read_text()))
 
     def clear_handovers(self) -> None:
         """Forget hand-overs no pending chunk will read (an interrupted run's are recomputed)."""
         shutil.rmtree(self.root / "handover", ignore_errors=True)
 
+    def bytes_to_go(self) -> int:
+        """Uncompressed bytes of the chunks not stored yet (an upper bound of what the store
+        still needs on disk)."""
+        group = self._group("r")
+        total = sum(int(np.prod(group[n].shape)) for n in ARRAYS if n in group)
+        arr = group["classes"]
+        n_chunks = int(np.prod([-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
+        done = len(self._markers())
+        return total * max(n_chunks - done, 0) // max(n_chunks, 1)
+
+    def _failed(self, err: BaseException) -> OutputError:
+        """The one-line error of a store write that failed (disk full, read-only, ...)."""
+        try:
+            need = self.bytes_to_go()
+        except Exception:
+            need = None
+        return OutputError(f"{self.root}: the tile store cannot be written "
+                           f"({space_problem(err, self.root.parent, need)}); free space or "
+                           f"choose another --tiles-dir than {self.root.parent}, then run the "
+                           "same command again: it resumes from the chunks already stored")  # fmt: skip
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _stats(marker: dict[str, Any]) -> dict[str, Any]:
+    """A done marker's chunk statistics (without its checksums)."""
+    return {k: v for k, v in marker.items() if k != "check"}
+
+
+
+class _Writer:
+    """A file seen by numpy as a plain stream: ``np.save`` then writes through ``write`` (in
+    blocks), whose OSError keeps its errno (ENOSPC...)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.write = fh.write

@@ -43,7 +43,7 @@ def photometric(arrays: Mapping[str, np.ndarray], valid: np.ndarray, spec: Augme
                 rng: np.random.Generator) -> dict[str, np.ndarray]:  # fmt: skip
     """Brightness/contrast/noise on normalised imagery (not elevation), valid pixels only."""
     out = dict(arrays)
-    if not (spec.brightness or spec.contrast or spec.noise):
+    if not (spec.brightness or spec.contrast or spec.noise or spec.band_jitter):
         return out
     for name, a in arrays.items():
         if name in ELEVATION:
@@ -51,6 +51,9 @@ def photometric(arrays: Mapping[str, np.ndarray], valid: np.ndarray, spec: Augme
         scale = 1.0 + rng.uniform(-spec.contrast, spec.contrast) if spec.contrast else 1.0
         shift = rng.uniform(-spec.brightness, spec.brightness) if spec.brightness else 0.0
         b = a * np.float32(scale) + np.float32(shift)
+        if spec.band_jitter:  # spectral jitter: one shift per band
+            j = spec.band_jitter
+            b = b + rng.uniform(-j, j, size=(a.shape[0], 1, 1)).astype(np.float32)
         if spec.noise:
             b = b + rng.normal(0.0, spec.noise, size=a.shape).astype(np.float32)
         out[name] = np.where(valid[None], b, a).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -10,6 +11,7 @@ from pydantic import Field, model_validator
 from geoseg.catalog.spec import CatalogScene
 from geoseg.config import StrictModel
 from geoseg.scene.classes import ClassInfo
+from geoseg.scene.indices import IndexBands
 from geoseg.scene.labels import VectorLabels
 
 
@@ -26,9 +28,10 @@ class ModelSpec(StrictModel):
 
 
 class SplitSpec(StrictModel):
-    """Spatially honest validation: by scene, by random blocks, or by one stripe, with a gap."""
+    """Spatially honest validation: by scene, by random blocks, by one stripe, or by whole label
+    features (polygons/points), with a gap."""
 
-    by: Literal["scene", "blocks", "stripe"] = "blocks"
+    by: Literal["scene", "blocks", "stripe", "features"] = "blocks"
     val_scenes: list[str] | None = Field(None, description="by scene: ids (default: split val)")
     block: int = Field(256, ge=16, description="blocks: side in pixels")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -36,17 +39,45 @@ class SplitSpec(StrictModel):
     seed: int = 0
     axis: Literal["rows", "columns"] = Field("rows", description="stripe: cut across rows/cols")
     position: Literal["start", "end"] = Field("end", description="stripe: where validation is")
+    folds: int | None = Field(None, ge=2, le=50, description="features: k of a k-fold "
+                              "cross-validation by features (geoseg train --folds)")  # fmt: skip
+    fold: int = Field(0, ge=0, description="features: the held-out fold (0 .. folds-1)")
+    group_field: str | None = Field(None, description="features: attribute grouping features "
+                                    "that are held out together (e.g. a survey id)")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> SplitSpec:
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"split.fold {self.fold} must be below split.folds {self.folds}")
+        if self.by != "features" and (self.folds is not None or self.group_field):
+            raise ValueError("split.folds and split.group_field need split.by: features")
+        return self
 
 
 class SamplingSpec(StrictModel):
     """Training windows drawn from the scenes (never loaded whole)."""
 
-    window: int = Field(256, ge=16, description="window side in pixels")
-    mode: Literal["random", "balanced"] = Field(
-        "random", description="balanced: pick a class uniformly, then a window holding it")
+    window: int | None = Field(None, ge=16, description="window side in pixels (default: "
+                               "from the label features' size and the model's halo, else 256)")
+    mode: Literal["random", "balanced", "features"] = Field(
+        "features", description="random: any candidate window; balanced: a class uniformly, "
+        "then a window holding it; features: a class uniformly, then one of its label features "
+        "(polygon/point) uniformly, then a window holding it (vector labels; else balanced)")
     stride: int | None = Field(None, ge=4, description="candidate grid (default window/4)")
-    min_labelled: float = Field(0.05, ge=0.0, le=1.0,
-                                description="fraction of labelled pixels a window needs")
+    min_labelled: float = Field(1, ge=0.0, description="labelled pixels a window needs (a "
+                                "count; a value below 1 is read as the former fraction of "
+                                "the window)")  # fmt: skip
+
+    @property
+    def size(self) -> int:
+        """The window side (after :func:`geoseg.training.prepare.prepare` has resolved it)."""
+        return 256 if self.window is None else self.window
+
+    def min_pixels(self, area: int) -> int:
+        """Labelled pixels a window of ``area`` pixels needs (at least 1)."""
+        if 0 < self.min_labelled < 1:
+            return max(math.ceil(self.min_labelled * area), 1)
+        return max(int(self.min_labelled), 1)
     val_context: int | None = Field(None, ge=0, description="context px read around validation "
                                     "tiles (default window/8)")  # fmt: skip
 
@@ -59,6 +90,20 @@ class AugmentSpec(StrictModel):
     brightness: float = Field(0.0, ge=0, description="± additive shift (normalised units)")
     contrast: float = Field(0.0, ge=0, lt=1, description="± relative scale")
     noise: float = Field(0.0, ge=0, description="Gaussian noise std (normalised units)")
+    band_jitter: float = Field(0.0, ge=0, description="spectral jitter: ± per-band shift "
+                               "(normalised units), imagery only")  # fmt: skip
+
+
+class PretrainSpec(StrictModel):
+    """Self-supervised pre-training before the training (geoseg.training.pretrain): masked
+    reconstruction of the bands on unlabelled windows of the training area."""
+
+    steps: int = Field(300, ge=1, description="optimiser steps of the pre-training")
+    batch: int = Field(16, ge=1)
+    mask_ratio: float = Field(0.5, gt=0, lt=1, description="share of patches hidden")
+    patch: int = Field(8, ge=1, description="side of the hidden square patches (pixels)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
 
 
 class FixedNorm(StrictModel):
@@ -74,11 +119,15 @@ NormChoice = Literal["stats", "fixed"] | FixedNorm
 class LossSpec(StrictModel):
     """auto: the model's own training loss if it has one (FarSeg, HPCL-Net), else CE."""
 
-    name: Literal["auto", "ce", "dice", "ce_dice"] = "auto"
+    name: Literal["auto", "ce", "dice", "ce_dice", "focal"] = "auto"
     class_weights: Literal["none", "auto"] | list[float] = Field(
         "none", description="auto: inverse sqrt of the training class frequencies")
     dice_weight: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0, description="focal: the focusing exponent")
+    balance: Literal["pixels", "features"] = Field(
+        "pixels", description="features: each labelled pixel weighs 1/sqrt(pixels of its label "
+        "feature), so one huge polygon does not drown ten small ones (vector labels)")
 
 
 class OptimizerSpec(StrictModel):
@@ -103,6 +152,53 @@ class ScheduleSpec(StrictModel):
     gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
 
 
+class GeoLayer(StrictModel):
+    """A torchgeo GeoDataset layer: an extra modality (DEM, nDSM) or the labels."""
+
+    torchgeo: str = Field("RasterDataset", description="GeoDataset class, e.g. RasterDataset")
+    paths: str | list[str] = Field(description="files or folders (relative to the pipeline)")
+    args: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+    roles: list[str] | None = Field(None, description="band roles (default: the modality name)")
+
+
+class TorchgeoSource(StrictModel):
+    """A torchgeo dataset as the training data instead of catalog scenes.
+
+    NonGeoDatasets (LandCoverAI, LoveDA, Vaihingen2D, Potsdam2D, FieldsOfTheWorld): every
+    sample of ``split`` is a training tile, every sample of ``val_split`` a validation tile;
+    classes and band roles come from the dataset. GeoDatasets (RasterDataset, Sentinel2,
+    NAIP...): the image is intersected (``&``) with ``modalities`` and ``labels``; chips come
+    from RandomGeoSampler (training) and GridGeoSampler (validation) over two boxes kept
+    ``split.gap`` pixels apart.
+    """
+
+    torchgeo: str = Field(description="dataset class name in torchgeo.datasets")
+    root: str | None = Field(None, description="NonGeoDataset: the dataset folder")
+    split: str = Field("train", description="NonGeoDataset: split trained on")
+    val_split: str | None = Field("val", description="NonGeoDataset: split validated on; null: "
+                                  "split.val_fraction of the samples (seed split.seed)")
+    args: dict[str, Any] = Field(default_factory=dict, description="further keyword arguments "
+                                 "of the dataset, e.g. {scene: [urban]} for LoveDA")
+    limit: int | None = Field(None, ge=1, description="at most this many samples per split")
+    paths: str | list[str] | None = Field(None, description="GeoDataset: image files/folders")
+    roles: list[str] | None = Field(None, description="image band roles (default: from the "
+                                    "dataset's band names, else b1, b2...)")  # fmt: skip
+    modalities: dict[str, GeoLayer] = Field(default_factory=dict, description="GeoDataset: "
+                                            "more inputs on the image's grid, e.g. dem")
+    labels: GeoLayer | None = Field(None, description="GeoDataset: the class raster(s)")
+    chip: int = Field(256, ge=16, description="GeoDataset: chip side in pixels")
+    train_chips: int = Field(500, ge=1, description="GeoDataset: random training chips")
+    val_stride: int | None = Field(None, ge=1, description="GeoDataset: validation grid stride "
+                                   "(default: the chip)")  # fmt: skip
+    train_roi: tuple[float, float, float, float] | None = Field(
+        None, description="GeoDataset: training box xmin, ymin, xmax, ymax in the image CRS")
+    val_roi: tuple[float, float, float, float] | None = Field(
+        None, description="GeoDataset: validation box (default for both: a stripe of "
+        "split.val_fraction at the split.position end of split.axis, split.gap px apart)")
+    cache_samples: int = Field(2, ge=0, description="decoded samples kept per process (large "
+                               "tiles such as Potsdam's are read whole)")  # fmt: skip
+
+
 # Paper recipes (docs/models.md); explicit keys of a pipeline override them.
 RECIPES: dict[str, dict[str, Any]] = {
     # FarSeg official iSAID config: SGD 0.007, poly 0.9, 60k iterations, batch 8, 896² windows,
@@ -123,6 +219,16 @@ RECIPES: dict[str, dict[str, Any]] = {
     "timf": {"optimizer": {"name": "adamw", "lr": 6e-5, "weight_decay": 0.01},
              "schedule": {"name": "poly", "power": 0.9, "warmup_steps": 1500}, "steps": 80000,
              "batch": 8, "sampling": {"window": 512}, "augment": {"flip": True, "rotate": True}},
+    # sparse labels (a few dozen polygons/points; issue 16, measured in docs/benchmarks.md):
+    # AdamW with weight decay, cosine decay, a few hundred steps, windows drawn per label
+    # feature, flips/rot90 + light photometric/spectral jitter, plain cross-entropy (label
+    # smoothing, class weights and feature balancing measured no better on the three cases)
+    "sparse": {"optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01},
+               "schedule": {"name": "cosine", "warmup_steps": 20}, "steps": 400, "batch": 16,
+               "sampling": {"mode": "features"},
+               "augment": {"flip": True, "rotate": True, "brightness": 0.05, "contrast": 0.05,
+                           "band_jitter": 0.05},
+               "loss": {"name": "ce"}},
     # U-Net baseline: Adam 1e-3 with cosine decay
     "unet": {"optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
              "schedule": {"name": "cosine"}, "steps": 20000, "batch": 16,
@@ -146,6 +252,8 @@ class TrainConfig(StrictModel):
 
     recipe: str | None = Field(None, description=f"paper recipe preset: {', '.join(RECIPES)}")
     catalog: str | None = Field(None, description="scene catalog (default: the pipeline's)")
+    source: TorchgeoSource | None = Field(None, description="a torchgeo dataset to train on "
+                                          "instead of catalog scenes")  # fmt: skip
     scenes: list[str | CatalogScene] | None = Field(
         None, description="scene ids of the catalog, or scenes written out here")
     classes: list[ClassInfo] | None = Field(None, description="class table (default: catalog's)")
@@ -153,6 +261,9 @@ class TrainConfig(StrictModel):
                                          "order (default: all of the first scene)")  # fmt: skip
     bands: dict[str, list[int | str]] = Field(
         default_factory=dict, description="per modality: band indices, descriptions or roles")
+    indices: dict[str, IndexBands] = Field(
+        default_factory=dict, description="derived modalities of spectral indices, e.g. {vi: "
+        "{source: image, indices: [ndvi, ndre]}} (from the source's band roles)")  # fmt: skip
     vector_labels: VectorLabels = Field(default_factory=VectorLabels)
     model: ModelSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -163,6 +274,8 @@ class TrainConfig(StrictModel):
         "fixed (the elevation scaling of the models) or {mean, std}; default stats, "
         "fixed for height/dem")
     loss: LossSpec = Field(default_factory=LossSpec)
+    pretrain: PretrainSpec | None = Field(None, description="self-supervised pre-training on "
+                                          "unlabelled windows first (masked reconstruction)")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     steps: int = Field(1000, ge=1, description="optimiser steps in all")
@@ -195,12 +308,14 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
+        if self.source is not None and (self.scenes is not None or self.catalog is not None):
+            raise ValueError("source (a torchgeo dataset) replaces catalog and scenes; keep one")
         metric = self.best_metric
         if metric not in ("miou", "overall_accuracy") and not metric.startswith("iou:"):
             raise ValueError(f"best_metric {metric!r}: use miou, overall_accuracy or "
                              "iou:<class name>")  # fmt: skip
-        if self.split.by == "blocks" and self.split.block < self.sampling.window // 4:
+        if self.split.by == "blocks" and self.split.block < self.sampling.size // 4:
             raise ValueError(f"split.block {self.split.block} is much smaller than the window "
-                             f"{self.sampling.window}; no training window would fit between "
+                             f"{self.sampling.size}; no training window would fit between "
                              "validation blocks: use blocks >= window/4")  # fmt: skip
         return self

@@ -19,6 +19,9 @@ from geoseg.config import IGNORE
 from geoseg.models import SegModel
 from geoseg.training.config import LossSpec
 
+#: key of the per-pixel loss weights among a batch's inputs (``loss.balance: features``)
+WEIGHT = "__weight__"
+
 
 def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE) -> Tensor:
     """1 − mean soft Dice over the classes present in target or prediction (labelled pixels)."""
@@ -67,12 +70,16 @@ class TrainModule(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor], target: Tensor) -> dict[str, Tensor]:
         """``loss`` to backpropagate and the detached ``logits`` of a batch."""
+        inputs = dict(inputs)
+        weight = inputs.pop(WEIGHT, None)
         if self.own_loss:
             return self.model.training_loss(inputs, target)  # type: ignore[operator]
         logits = self.model(inputs)
         name = self.loss_name
         loss = logits.new_zeros(())
-        if name in ("ce", "ce_dice"):
+        if name == "focal" or (weight is not None and name in ("ce", "ce_dice")):
+            loss = loss + self._weighted_ce(logits, target, weight)
+        elif name in ("ce", "ce_dice"):
             # an all-ignored batch would give NaN: count it as zero loss
             if (target != IGNORE).any():
                 loss = loss + F.cross_entropy(logits.float(), target, weight=self.class_weight,
@@ -83,3 +90,21 @@ class TrainModule(nn.Module):
         if name in ("dice", "ce_dice"):
             loss = loss + self.spec.dice_weight * soft_dice_loss(logits, target)
         return {"loss": loss, "logits": logits.detach()}
+
+    def _weighted_ce(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+        """Cross-entropy (focal when ``name: focal``) with per-pixel weights, averaged as
+        Σ w·loss / Σ w·class weight over the labelled pixels."""
+        lab = target != IGNORE
+        if not lab.any():
+            return logits.sum() * 0.0
+        ce = F.cross_entropy(logits.float(), target, weight=self.class_weight, ignore_index=IGNORE,
+                             reduction="none", label_smoothing=self.spec.label_smoothing)
+        if self.spec.name == "focal":
+            safe = torch.where(lab, target, torch.zeros_like(target))
+            pt = logits.float().softmax(1).gather(1, safe[:, None])[:, 0]
+            ce = ce * (1.0 - pt).clamp(min=0).pow(self.spec.focal_gamma)
+        w = lab.float() if weight is None else weight.float() * lab
+        denom = w
+        if self.class_weight is not None:
+            denom = w * self.class_weight[torch.where(lab, target, torch.zeros_like(target))]
+        return (ce * w).sum() / denom.sum().clamp(min=1e-12)

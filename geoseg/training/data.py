@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +68,11 @@ class TrainScene:
 
     @classmethod
     def open(cls, cs: CatalogScene, modalities: Sequence[str], bands: Mapping[str, Sequence],
-             classes: Sequence[ClassInfo], options: VectorLabels) -> TrainScene:  # fmt: skip
-        """Open the ``modalities`` (with their ``bands``) and the labels of a catalog scene."""
+             classes: Sequence[ClassInfo], options: VectorLabels,
+             indices: Mapping[str, Any] | None = None) -> TrainScene:  # fmt: skip
+        """Open the ``modalities`` (with their ``bands``) and the labels of a catalog scene;
+        ``indices``: derived spectral-index modalities (``{name: IndexBands}``) computed from
+        the bands' roles."""
         if cs.labels is None:
             raise InputError(f"scene {cs.id!r} has no labels; add labels: to it in the catalog "
                              "or leave it out of the training scenes")  # fmt: skip
@@ -78,6 +82,8 @@ class TrainScene:
                              f"{list(cs.modalities)}); add it or choose modalities:")  # fmt: skip
         scene = cs.open(list(modalities), {m: select_bands(cs, m, bands.get(m))
                                            for m in modalities})  # fmt: skip
+        if indices:
+            scene = scene.with_indices(indices, {m: band_roles(cs, scene, m) for m in modalities})
         labels = open_labels(cs.labels, scene.grid, classes, options)
         return cls(cs.id, cs.split, scene, labels)
 
@@ -145,8 +151,8 @@ def scan_scene(ts: TrainScene, num_classes: int, cell: int, chunk: int = 1024) -
     step = max(cell, chunk // cell * cell)
     counts = np.zeros((nr, nc, num_classes), np.int64)
     n = np.zeros((nr, nc), np.int64)
-    sums = {m: np.zeros((mod.count, nr, nc)) for m, mod in ts.scene.modalities.items()}
-    sumsq = {m: np.zeros((mod.count, nr, nc)) for m, mod in ts.scene.modalities.items()}
+    sums = {m: np.zeros((n_bands, nr, nc)) for m, n_bands in ts.scene.band_counts.items()}
+    sumsq = {m: np.zeros((n_bands, nr, nc)) for m, n_bands in ts.scene.band_counts.items()}
     for r0 in range(0, H, step):
         for c0 in range(0, W, step):
             r1, c1 = min(r0 + step, H), min(c0 + step, W)
@@ -171,7 +177,10 @@ def scan_key(ts: TrainScene, num_classes: int, cell: int, extra: str) -> str:
         st = os.stat(p) if os.path.exists(p) else None
         h.update(f"{p}|{st and st.st_size}|{st and st.st_mtime_ns}".encode())
     mods = [(n, m.bands, m.resampling) for n, m in ts.scene.modalities.items()]
+    derived = ts.scene.indices.derived if ts.scene.indices is not None else ()
     h.update(f"{mods}|{num_classes}|{cell}|{extra}".encode())
+    if derived:  # spectral indices change the band sums
+        h.update(repr([(n, s.model_dump()) for n, s in derived]).encode())
     return h.hexdigest()[:16]
 
 

@@ -7,7 +7,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,13 @@ from geoseg.training.model import build_model, ignore_indices, make_card, score
 from geoseg.training.optim import build_optimizer, lr_factor, set_lr
 from geoseg.training.prepare import prepare
 from geoseg.training.report import RunFacts, run_report, write_history, write_report
+from geoseg.training.result import TrainResult
 from geoseg.training.sampling import WindowSampler
+from geoseg.training.sparse import holdout_specs, is_pixel, with_window
 from geoseg.training.validation import validate
 from geoseg.training.windows import TrainWindows
 
 log = logging.getLogger("geoseg.training")
-
-
-@dataclass
-class TrainResult:
-    """Where a run left its outputs, and how it ended."""
-
-    out: Path
-    best: Path
-    last: Path
-    report: Path
-    history: Path
-    status: str
-    best_metrics: dict[str, Any]
 
 
 class Trainer:
@@ -63,6 +51,13 @@ class Trainer:
         self.prep = prepare(cfg, resolve, default_catalog, source, out / "cache")
         if self.dist.main:
             ddp.barrier(self.dist)
+        # what prepare resolved (the automatic window) holds for the rest of the run
+        self.cfg = cfg = self.prep.config or with_window(cfg, cfg.sampling.size)
+        if cfg.pretrain is not None and cfg.model.init is None:  # self-supervised first
+            from geoseg.training.pretrain import pretrained_config
+
+            self.cfg = cfg = pretrained_config(cfg, self.prep, out, self.device, self.dist,
+                                               progress)  # fmt: skip
         self.split = self.prep.split_report(cfg)
         self.ignore = ignore_indices(cfg, self.prep, source)
         self.model = build_model(cfg, self.prep, resolve).to(self.device)
@@ -72,7 +67,7 @@ class Trainer:
         self.amp_dtype = _amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.sampler = WindowSampler(self.prep.cands, self.prep.splits, cfg.sampling.mode,
-                                     cfg.split.gap, cfg.seed)  # fmt: skip
+                                     cfg.split.gap, cfg.seed, self.prep.features)  # fmt: skip
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"score": None, "step": None, "metrics": None}
@@ -85,6 +80,7 @@ class Trainer:
         #: training loss/accuracy sums since the last validation (checkpointed, so the history
         #: row after a resume averages the same steps as without the interruption)
         self.running = _running()
+        self._holdout: list[Any] | None = None
 
     def _threads(self) -> None:
         import os
@@ -150,11 +146,18 @@ class Trainer:
 
     def _loader(self, start: int, stop: int) -> torch.utils.data.DataLoader:
         ds = TrainWindows(self.prep.scenes, self.sampler, self.prep.norm, self.cfg.augment,
-                          self.cfg.sampling.window, self.cfg.batch, start, stop,
-                          self.dist.rank)  # fmt: skip
+                          self.cfg.sampling.size, self.cfg.batch, start, stop,
+                          self.dist.rank, self._feature_weights())  # fmt: skip
         return torch.utils.data.DataLoader(
             ds, batch_size=self.cfg.batch, shuffle=False, num_workers=self.cfg.loader_workers,
             pin_memory=self.device.type == "cuda")  # fmt: skip
+
+    def _feature_weights(self) -> list[tuple[Any, Any]] | None:
+        """``loss.balance: features``: per scene, its feature index and per-feature weights."""
+        feats = self.prep.features
+        if self.cfg.loss.balance != "features" or feats is None:
+            return None
+        return [(f, f.weights()) if f is not None else (None, None) for f in feats]
 
     def _train_step(self, net: torch.nn.Module, inputs: dict, target: torch.Tensor) -> dict:
         cfg = self.cfg
@@ -333,7 +336,12 @@ class Trainer:
 
     def report(self) -> dict[str, Any]:
         """The run report (train_report.json) as it stands."""
-        return run_report(self.cfg, self.prep, self.facts())
+        rep = run_report(self.cfg, self.prep, self.facts())
+        if self._holdout is None:  # features split: the held-out features, for evaluate
+            self._holdout = [holdout_specs(self.out, self.prep.catalog_scenes, self.prep.splits,
+                                           self.prep.features)]  # fmt: skip
+        rep["holdout_scene_specs"] = self._holdout[0]
+        return rep
 
     def facts(self) -> RunFacts:
         """Where the run stands, as plain values for the report."""
@@ -379,6 +387,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resolve: Callable[[str], Path] |
     """
     out = Path(out).resolve()
     resolve = resolve or (lambda p: Path(p).expanduser().resolve())
+    if is_pixel(cfg):  # random forest / gradient boosting: an ONNX bundle, no loop
+        from geoseg.training.pixel import train_pixel
+
+        return train_pixel(cfg, out, resolve=resolve, default_catalog=default_catalog,
+                           source=source)  # fmt: skip
     tr = Trainer(cfg, out, resolve, default_catalog, source, progress)
     try:
         tr.resume()

@@ -13,9 +13,10 @@ import torch
 
 from geoseg import __version__
 from geoseg.bundle.bundle import load_bundle
-from geoseg.bundle.card import ModalityCard, ModelCard
+from geoseg.bundle.card import ModalityCard, ModelCard, PretrainedWeights
 from geoseg.errors import ConfigError
 from geoseg.models import SegModel, create
+from geoseg.models.torchgeo_weights import apply_normalisation
 from geoseg.training.config import TrainConfig
 from geoseg.training.prepare import Prepared
 
@@ -53,7 +54,9 @@ def build_model(cfg: TrainConfig, prep: Prepared, resolve: Callable[[str], Path]
     are loaded from that bundle."""
     torch.manual_seed(cfg.seed)
     model = create(cfg.model.architecture, prep.modalities, len(prep.classes),
-                   **cfg.model.arguments)  # fmt: skip
+                   band_roles=prep.roles, **cfg.model.arguments)  # fmt: skip
+    if model.pretrained:
+        adopt_pretrained_normalisation(cfg, prep, model.pretrained)
     if cfg.model.init:
         init = load_bundle(resolve(cfg.model.init)).model
         own = model.inference_state_dict()
@@ -66,6 +69,27 @@ def build_model(cfg: TrainConfig, prep: Prepared, resolve: Callable[[str], Path]
     return model
 
 
+def adopt_pretrained_normalisation(cfg: TrainConfig, prep: Prepared,
+                                   records: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Bands that pretrained (torchgeo) weights know are normalised as in their pretraining,
+    in ``prep.norm`` (hence in training and in the bundle cards); a modality set explicitly in
+    ``normalise:`` keeps its setting."""
+    for m in prep.modalities:
+        norm = prep.norm[m]
+        mean, std, used = apply_normalisation(records, m, norm["mean"], norm["std"])
+        if used is None:
+            continue
+        if m in cfg.normalise:
+            log.warning("normalise.%s is set, so modality %s is not normalised as %s was "
+                        "pretrained", m, m, used)  # fmt: skip
+            continue
+        known = {i for r in records for i, pair in enumerate(r["normalisation"].get(m, []))
+                 if pair is not None}  # fmt: skip
+        how = f"pretrained {used}" if len(known) == len(mean) else \
+            f"pretrained {used}, else {norm['how']}"
+        prep.norm[m] = {"mean": mean, "std": std, "how": how}
+
+
 def make_card(cfg: TrainConfig, prep: Prepared, model: SegModel, metrics: dict[str, Any],
               step: int, source: str, split: dict[str, Any]) -> ModelCard:  # fmt: skip
     """The model card of a bundle saved at ``step`` with validation ``metrics``."""
@@ -76,16 +100,18 @@ def make_card(cfg: TrainConfig, prep: Prepared, model: SegModel, metrics: dict[s
     summary["per_class_iou"] = {n: c["iou"] for n, c in metrics.get("per_class", {}).items()}
     return ModelCard(
         architecture=cfg.model.architecture, arguments=model.args.model_dump(mode="json"),
-        modalities=mods, classes=prep.classes, tile_size=cfg.model.tile or cfg.sampling.window,
+        modalities=mods, derived=dict(cfg.indices),
+        classes=prep.classes, tile_size=cfg.model.tile or cfg.sampling.window,
         halo=model.halo,
         gsd=prep.gsd, trained=True,
+        pretrained=[PretrainedWeights(**r) for r in model.pretrained],
         metrics={"validation": summary, "step": step, "split": split["statement"],
                  "pixels": metrics.get("pixels")},
         training={"pipeline": shown(source), "recipe": cfg.recipe, "steps": step, "batch": cfg.batch,
                   "window": cfg.sampling.window, "sampling": cfg.sampling.mode,
                   "optimizer": cfg.optimizer.model_dump(mode="json"),
                   "schedule": cfg.schedule.model_dump(mode="json"), "seed": cfg.seed,
-                  "scenes": [s.id for s in prep.scenes],
+                  "scenes": prep.source or [s.id for s in prep.scenes],
                   "catalog": shown(prep.catalog) if prep.catalog else None,
                   "normalisation": {k: v["how"] for k, v in prep.norm.items()},
                   "date": datetime.now(UTC).isoformat(timespec="seconds")},

@@ -77,6 +77,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
         f"- loss: {rep['loss']}; optimiser {rep['optimizer']['name']} lr {rep['optimizer']['lr']}; "
         f"schedule {rep['schedule']['name']}",
         f"- split: {split['statement']}",
+        *[f"- **warning**: {w}" for w in split.get("warnings", [])],
         f"- best validation (step {best.get('step')}): mIoU {_pct(m.get('miou'))}, "
         f"OA {_pct(m.get('overall_accuracy'))}, kappa "
         f"{'–' if m.get('kappa') is None else round(m['kappa'], 4)}",
@@ -84,6 +85,12 @@ def report_markdown(rep: dict[str, Any]) -> str:
         "", "| class | val IoU | val F1 | training pixels |", "|---|---:|---:|---:|",
     ]  # fmt: skip
     pixels = rep.get("class_pixels", {})
+    if "pixel" in rep:  # a per-pixel model: no steps, no optimiser
+        px = rep["pixel"]
+        lines[2] = (f"- status: **{rep['status']}**: {px['training_pixels']:,} training pixels, "
+                    f"{px['features']} features, fitted in {px['fit_s']} s ({rep['seconds']:.0f} s "
+                    "in all)")  # fmt: skip
+        lines[3] = f"- model: {rep['loss']}, {rep['model']['inference_parameters']:,} tree nodes"
     for name, c in (m.get("per_class") or {}).items():
         lines.append(f"| {name} | {_pct(c['iou'])} | {_pct(c['f1'])} | {pixels.get(name, 0):,} |")
     lines += ["", "Normalisation: " + ", ".join(
@@ -125,6 +132,7 @@ def run_report(cfg: TrainConfig, prep: Prepared, run: RunFacts) -> dict[str, Any
         "vector_labels": cfg.vector_labels.model_dump(),
         "scene_specs": [s.model_dump(mode="json", exclude_none=True)
                         for s in prep.catalog_scenes],
+        "source": prep.source,
         "best": run.best, "best_metric": cfg.best_metric,
         "outputs": {"best": str(run.out / "best"), "last": str(run.out / "last"),
                     "history_csv": str(run.out / "history.csv"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from geoseg.geometry.window import PixelWindow
 from geoseg.training.config import SamplingSpec
 from geoseg.training.data import Scan
 from geoseg.training.split import SceneSplit
+
+if TYPE_CHECKING:
+    from geoseg.training.features import FeatureIndex
 
 
 @dataclass
@@ -55,9 +59,11 @@ def _window_counts(scan: Scan, rows: np.ndarray, cols: np.ndarray, window: int) 
 
 def training_candidates(scans: Sequence[Scan], splits: Sequence[SceneSplit], spec: SamplingSpec,
                         gap: int, source: str) -> Candidates:  # fmt: skip
-    """Every window on the cell grid that keeps ``gap`` px off validation and has labels."""
-    win = spec.window
+    """Every window on the cell grid that keeps ``gap`` px off validation and holds at least
+    ``min_labelled`` labelled pixels (a count: a window around one small polygon qualifies)."""
+    win = spec.size
     parts = []
+    need = 1
     for i, (scan, split) in enumerate(zip(scans, splits, strict=True)):
         if not split.train:
             continue
@@ -65,21 +71,74 @@ def training_candidates(scans: Sequence[Scan], splits: Sequence[SceneSplit], spe
         rows, cols = _positions(h, win, scan.cell), _positions(w, win, scan.cell)
         counts = _window_counts(scan, rows, cols, win)  # (len(rows), len(cols), K)
         rr, cc = np.meshgrid(rows, cols, indexing="ij")
-        area = min(win, h) * min(win, w)
-        ok = counts.sum(axis=2) >= max(spec.min_labelled * area, 1)
-        for a, b in zip(*np.nonzero(ok), strict=True):
-            r0, c0 = int(rr[a, b]), int(cc[a, b])
-            if split.allows_training(PixelWindow.at(r0, c0, win, win), gap):
-                parts.append((i, r0, c0, counts[a, b]))
-    if not parts:
-        raise ConfigError(f"{source}: no training window of {win} px with at least "
-                          f"{spec.min_labelled:.0%} labelled pixels lies {gap} px away from "
-                          "validation; use a smaller window, gap or min_labelled, or more "
-                          "labelled scenes")  # fmt: skip
+        need = spec.min_pixels(min(win, h) * min(win, w))
+        ok = counts.sum(axis=2) >= need
+        ok &= split.allowed(rr, cc, win, win, gap)
+        a, b = np.nonzero(ok)
+        parts.append((np.full(len(a), i), rr[a, b], cc[a, b], counts[a, b]))
+    if not parts or not sum(len(p[0]) for p in parts):
+        raise ConfigError(f"{source}: no training window of {win} px with at least {need} "
+                          f"labelled pixel(s) lies {gap} px away from validation; use a smaller "
+                          "window, gap or min_labelled, or more labelled scenes")  # fmt: skip
     cell = scans[0].cell
-    return Candidates(np.array([p[0] for p in parts]), np.array([p[1] for p in parts]),
-                      np.array([p[2] for p in parts]), np.stack([p[3] for p in parts]),
-                      win, cell)  # fmt: skip
+    return Candidates(np.concatenate([p[0] for p in parts]).astype(np.int64),
+                      np.concatenate([p[1] for p in parts]).astype(np.int64),
+                      np.concatenate([p[2] for p in parts]).astype(np.int64),
+                      np.concatenate([p[3] for p in parts]), win, cell)  # fmt: skip
+
+
+def feature_windows(cands: Candidates, feats: Sequence[FeatureIndex | None],
+                    shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                np.ndarray]:  # fmt: skip
+    """For every label feature, the candidate windows holding its pixels and how many.
+
+    Returns (feature class, offsets, candidate indices, cumulative pixel shares) in CSR form:
+    feature ``g`` (numbered across scenes in order) owns entries ``offsets[g]:offsets[g+1]``.
+    Features whose pixels lie in no candidate window (e.g. too close to validation) own none.
+    """
+    win, cell = cands.window, cands.cell
+    span = -(-win // cell)
+    klass, rows_f, rows_c, rows_w = [], [], [], []
+    base = 0
+    for s, f in enumerate(feats):
+        if f is None:
+            continue
+        h, w = shapes[s]
+        ra, ca = _positions(h, win, cell), _positions(w, win, cell)
+        lookup = np.full((len(ra), len(ca)), -1, np.int64)
+        mine = np.flatnonzero(cands.scene == s)
+        lookup[cands.r0[mine] // cell, cands.c0[mine] // cell] = mine
+        nc = f.cells_shape[1]
+        cr, cc = f.cell_flat // nc, f.cell_flat % nc
+        for da in range(-span + 1, 1):
+            for db in range(-span + 1, 1):
+                a, b = cr + da, cc + db
+                ok = (a >= 0) & (a < len(ra)) & (b >= 0) & (b < len(ca))
+                cand = np.full(len(a), -1, np.int64)
+                cand[ok] = lookup[a[ok], b[ok]]
+                keep = cand >= 0
+                rows_f.append(f.cell_feature[keep] + base)
+                rows_c.append(cand[keep])
+                rows_w.append(f.cell_count[keep])
+        klass.append(f.klass)
+        base += len(f)
+    n = base
+    fid = np.concatenate(rows_f) if rows_f else np.zeros(0, np.int64)
+    cid = np.concatenate(rows_c) if rows_c else np.zeros(0, np.int64)
+    wts = np.concatenate(rows_w) if rows_w else np.zeros(0, np.int64)
+    key, inv = np.unique(fid * max(len(cands), 1) + cid, return_inverse=True)
+    wts = np.bincount(inv, weights=wts, minlength=len(key))
+    fid, cid = key // max(len(cands), 1), key % max(len(cands), 1)
+    offsets = np.zeros(n + 1, np.int64)
+    np.add.at(offsets, fid + 1, 1)
+    offsets = np.cumsum(offsets)
+    cum = np.zeros(len(wts))
+    for g in range(n):
+        a, b = offsets[g], offsets[g + 1]
+        if b > a:
+            c = np.cumsum(wts[a:b])
+            cum[a:b] = c / c[-1]
+    return (np.concatenate(klass) if klass else np.zeros(0, np.int64)), offsets, cid, cum
 
 
 class WindowSampler:
@@ -87,10 +146,23 @@ class WindowSampler:
     (seed, s, rank, k), so a resumed or distributed run draws exactly the planned windows."""
 
     def __init__(self, cands: Candidates, splits: Sequence[SceneSplit], mode: str, gap: int,
-                 seed: int):  # fmt: skip
+                 seed: int, feats: Sequence[FeatureIndex | None] | None = None):  # fmt: skip
         self.cands, self.splits, self.mode, self.gap, self.seed = cands, splits, mode, gap, seed
         totals = cands.counts.sum(axis=0)
         self.classes = np.nonzero(totals > 0)[0]
+        if mode == "features" and (feats is None or all(f is None for f in feats)):
+            mode = self.mode = "balanced"  # raster labels have no features
+        if mode == "features":
+            assert feats is not None
+            klass, self.offsets, self.fcand, self.fcum = feature_windows(
+                cands, feats, [sp.shape for sp in splits])  # fmt: skip
+            drawable = np.diff(self.offsets) > 0
+            #: per class, the features that have a window (class uniformly, then a feature)
+            self.by_class = [np.flatnonzero(drawable & (klass == k)) for k in range(int(
+                klass.max()) + 1 if len(klass) else 0)]  # fmt: skip
+            self.by_class = [f for f in self.by_class if len(f)]
+            if not self.by_class:
+                mode = self.mode = "balanced"
         if mode == "balanced":
             # per class, the cumulative share of its labelled pixels held by each window
             cum = np.cumsum(cands.counts[:, self.classes], axis=0)
@@ -99,7 +171,13 @@ class WindowSampler:
     def draw(self, step: int, rank: int, k: int) -> tuple[int, int, int, np.random.Generator]:
         """(scene index, r0, c0) of one window and the generator for its augmentation."""
         rng = np.random.default_rng([self.seed, step, rank, k])
-        if self.mode == "balanced":
+        if self.mode == "features":
+            group = self.by_class[int(rng.integers(len(self.by_class)))]
+            g = int(group[int(rng.integers(len(group)))])
+            a, b = int(self.offsets[g]), int(self.offsets[g + 1])
+            j = min(int(np.searchsorted(self.fcum[a:b], rng.random(), side="right")), b - a - 1)
+            i = int(self.fcand[a + j])
+        elif self.mode == "balanced":
             j = int(rng.integers(len(self.classes)))
             i = int(np.searchsorted(self.cum[:, j], rng.random(), side="right"))
             i = min(i, len(self.cands) - 1)

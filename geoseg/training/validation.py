@@ -27,7 +27,8 @@ def validate(model: torch.nn.Module, prep: Prepared, device: torch.device, dist:
     cm = ConfusionMatrix(k)
     loss_sum = np.zeros(2)
     for tile in prep.val_tiles[dist.rank :: dist.world]:
-        inputs, target, sl = read_val_tile(prep.scenes, tile, prep.norm)
+        # features split: labels of the held-out features only
+        inputs, target, sl = read_val_tile(prep.val_scenes or prep.scenes, tile, prep.norm)
         inputs = {n: v.to(device) for n, v in inputs.items()}
         with autocast():
             logits = model(inputs)[0][:, sl[0], sl[1]].float()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import Dataset
 from geoseg.geometry.window import PixelWindow
 from geoseg.training.augment import geometric, photometric
 from geoseg.training.config import AugmentSpec
+from geoseg.training.criterion import WEIGHT
 from geoseg.training.data import TrainScene
 from geoseg.training.sampling import ValTile, WindowSampler
 
@@ -33,9 +35,12 @@ class TrainWindows(Dataset):
 
     def __init__(self, scenes: Sequence[TrainScene], sampler: WindowSampler,
                  norm: Mapping[str, Mapping[str, list[float]]], augment: AugmentSpec,
-                 window: int, batch: int, start: int, stop: int, rank: int = 0):  # fmt: skip
+                 window: int, batch: int, start: int, stop: int, rank: int = 0,
+                 weights: Sequence[tuple[Any, Any]] | None = None):  # fmt: skip
         self.scenes, self.sampler, self.norm, self.augment = scenes, sampler, norm, augment
         self.window, self.batch, self.start, self.stop, self.rank = window, batch, start, stop, rank
+        #: loss.balance: features: per scene (FeatureIndex, weight per feature) or (None, None)
+        self.weights = weights
 
     def __len__(self) -> int:
         """Windows of this rank: one batch per step of ``start:stop``."""
@@ -46,14 +51,32 @@ class TrainWindows(Dataset):
         step = self.start + j // self.batch
         s, r0, c0, rng = self.sampler.draw(step, self.rank, j % self.batch)
         # windows larger than a scene are padded (inputs 0, labels ignored)
-        arrays, target, valid = self.scenes[s].read(PixelWindow.at(r0, c0, self.window, self.window))
+        win = PixelWindow.at(r0, c0, self.window, self.window)
+        arrays, target, valid = self.scenes[s].read(win)
         arrays = normalise(arrays, valid, self.norm)
         arrays["__valid__"] = valid[None].astype(np.float32)
+        weight = self._weight(s, win)
+        if weight is not None:
+            arrays[WEIGHT] = weight[None]
         arrays, target = geometric(arrays, target, self.augment, rng)
         valid = arrays.pop("__valid__")[0] > 0.5
+        weight = arrays.pop(WEIGHT, None)
         arrays = photometric(arrays, valid, self.augment, rng)
+        if weight is not None:  # travels with the inputs; TrainModule takes it out
+            arrays[WEIGHT] = weight
         return ({k: torch.from_numpy(v) for k, v in arrays.items()},
                 torch.from_numpy(target.astype(np.int64)))  # fmt: skip
+
+
+    def _weight(self, s: int, win: PixelWindow) -> np.ndarray | None:
+        """Per-pixel loss weights of the window (``loss.balance: features``), else None."""
+        if self.weights is None:
+            return None
+        feats, w = self.weights[s]
+        if feats is None:
+            return np.ones(win.shape, np.float32)
+        ids = feats.read_ids(win)
+        return np.where(ids >= 0, w[np.maximum(ids, 0)], 1.0).astype(np.float32)
 
 
 def read_val_tile(scenes: Sequence[TrainScene], tile: ValTile,

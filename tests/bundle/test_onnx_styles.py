@@ -13,11 +13,15 @@ import pytest
 import rasterio
 
 from geoseg.bundle.bundle import load_bundle
+from geoseg.bundle.card import ModelCard
+from geoseg.bundle.onnx_export import deepness_metadata
 from geoseg.geometry.window import PixelWindow
 from geoseg.inference.engine import Engine
 from geoseg.inference.onnx_engine import OnnxEngine
 from geoseg.scene.scene import Scene
 from tests.support import RGB, run_cli
+
+DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,24 @@ def test_onnx_metadata_is_what_deepness_reads(exported: Path, unet_rgb: Path) ->
     assert json.loads(meta["geoseg_card"])["architecture"] == "unet"
     model = onnx.load(str(exported))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+@pytest.mark.parametrize("tile", [64, 128, 512])
+def test_deepness_overlap_is_what_predict_uses(tile: int) -> None:
+    # the demo bundle: tile 64, halo 64; Deepness was told 100 % (one model call per pixel)
+    card = ModelCard.model_validate_json((DEMO / "card.json").read_text())
+    card = card.model_copy(update={"tile_size": tile})
+    meta = {k: json.loads(v) for k, v in deepness_metadata(card).items() if k != "geoseg_card"}
+    assert meta["tiles_overlap"] == round(100 * card.default_overlap() / tile)
+    assert meta["tiles_overlap"] == {64: 25, 128: 25, 512: 12}[tile]
+
+
+def test_deepness_tile_size_keys() -> None:
+    # Deepness's code reads "tile_size" (ModelBase.get_metadata_tile_size); its docs say
+    # "tiles_size": both are written
+    card = ModelCard.model_validate_json((DEMO / "card.json").read_text())
+    meta = deepness_metadata(card)
+    assert json.loads(meta["tile_size"]) == json.loads(meta["tiles_size"]) == 64
 
 
 def test_predict_accepts_onnx(exported: Path, unet_rgb: Path, tmp_path: Path) -> None:

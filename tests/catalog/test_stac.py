@@ -77,7 +77,7 @@ def test_yaml_and_stac_describe_the_same_scenes(tmp_path: Path) -> None:
     sub.mkdir()
     ic = pystac.ItemCollection(_stac_items(sub), extra_fields={"id": "same-scenes"})
     ic.save_object(dest_href=str(sub / "items.json"))
-    ic_cat = load_catalog(sub / "items.json")
+    ic_cat = load_catalog(sub / "items.json", allow_outside=True)  # hrefs into tests/data
     # a Collection with one file per item; asset hrefs relative to each item's file
     coll = pystac.Collection("same-scenes", "two scenes", pystac.Extent(
         pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])))
@@ -87,7 +87,7 @@ def test_yaml_and_stac_describe_the_same_scenes(tmp_path: Path) -> None:
     coll.normalize_hrefs(str(tmp_path / "collection"))
     coll.make_all_asset_hrefs_relative()
     coll.save(pystac.CatalogType.SELF_CONTAINED)
-    coll_cat = load_catalog(tmp_path / "collection" / "collection.json")
+    coll_cat = load_catalog(tmp_path / "collection" / "collection.json", allow_outside=True)
 
     for cat in (ic_cat, coll_cat):
         assert cat.name == "same-scenes"
@@ -104,11 +104,20 @@ def test_yaml_and_stac_describe_the_same_scenes(tmp_path: Path) -> None:
 
 
 def test_round_trips_keep_scenes(tmp_path: Path) -> None:
-    cat = load_catalog(REPO / "catalogs" / "vendored.yaml")
+    cat = load_catalog(REPO / "catalogs" / "vendored.yaml", allow_outside=True)
     again = load_catalog(cat.to_yaml(tmp_path / "a" / "copy.yaml"))
     assert again.scenes == cat.scenes
     text = (tmp_path / "a" / "copy.yaml").read_text()
-    assert "path: ../" in text and "path: /" not in text  # relative to the YAML's folder
+    # files outside the YAML's folder are written absolute (relative ../ paths would need
+    # --allow-outside-paths to load); a file inside it stays relative
+    assert "path: ../" not in text and f"path: {DATA}/olinda/L7_ETMs.tif" in text
+    local = tmp_path / "a" / "here.tif"
+    local.write_bytes(OLINDA.read_bytes())
+    inside = cat.spec.model_copy(update={"scenes": [cat.scene("olinda").model_copy(update={
+        "modalities": {"image": cat.scene("olinda").modalities["image"].model_copy(
+            update={"path": str(local)})}})]})  # fmt: skip
+    text = type(cat)(inside).to_yaml(tmp_path / "a" / "inside.yaml").read_text()
+    assert "path: here.tif" in text
     stac = load_stac(write_stac(cat, tmp_path / "b" / "items.json"))
     assert stac.scenes == cat.scenes
     item = pystac.ItemCollection.from_file(str(tmp_path / "b" / "items.json")).items[0]
@@ -117,10 +126,13 @@ def test_round_trips_keep_scenes(tmp_path: Path) -> None:
 
 
 def test_convert_cli(tmp_path: Path) -> None:
+    code, _, err = invoke("catalog", "convert", REPO / "catalogs" / "vendored.yaml", "-o",
+                          tmp_path / "v.json")  # fmt: skip
+    assert code == 2 and "leads outside the catalog's folder" in err  # ../tests/data
     code, _, _ = invoke("catalog", "convert", REPO / "catalogs" / "vendored.yaml", "-o",
-                        tmp_path / "v.json")  # fmt: skip
+                        tmp_path / "v.json", "--allow-outside-paths")  # fmt: skip
     assert code == 0
     code, _, _ = invoke("catalog", "convert", tmp_path / "v.json", "-o", tmp_path / "v.yaml")
     assert code == 0
     assert load_catalog(tmp_path / "v.yaml").scenes == \
-        load_catalog(REPO / "catalogs" / "vendored.yaml").scenes
+        load_catalog(REPO / "catalogs" / "vendored.yaml", allow_outside=True).scenes

@@ -41,3 +41,13 @@ def test_the_cli_names_the_flag_of_a_bad_option(tmp_path: Path, unet_rgb: Path) 
     code, _, err = invoke("predict", RGB, "--model", unet_rgb, "--out", tmp_path, "--tile", "8",
                           "--no-progress")
     assert code == 2 and "--tile 8 is too small" in err
+
+
+def test_model_list_reads_the_registry_without_importing_it() -> None:
+    from geoseg.cli.model import builtin_models
+    from geoseg.models import get_model_class, list_models
+
+    # other tests register models of their own: compare geoseg's
+    expected = {n: (get_model_class(n).__doc__ or "").strip().splitlines()[0] for n in list_models()
+                if get_model_class(n).__module__.startswith("geoseg.models.")}
+    assert builtin_models() == expected

@@ -18,6 +18,8 @@ import rasterio
 from geoseg.testing import mosaic_scene
 from tests.support import RGB, run_cli
 
+pytestmark = pytest.mark.slow  # real Dask clusters: worker processes start per test
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -10,9 +10,16 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
 
+#: training steps of the training notebooks under test: they must run, not reach their figures
+STEPS = "40"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path: Path) -> None:
+def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nbclient import NotebookClient
+
+    monkeypatch.setenv("GEOSEG_NOTEBOOK_STEPS", STEPS)  # the kernel inherits the environment
 
     nb = nbformat.read(path, as_version=4)
     assert all(c.get("outputs", []) == [] for c in nb.cells if c.cell_type == "code"), \

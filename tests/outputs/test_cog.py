@@ -3,11 +3,13 @@ bounded block cache, tiny rasters, and nothing left behind on errors."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.env import get_gdal_config
 from rasterio.errors import RasterioIOError
 
@@ -81,6 +83,22 @@ def test_class_cog_is_valid_with_colours_overviews_and_nodata(
         ovr = ds.read(1, out_shape=(ds.height // 4, ds.width // 4))
         assert set(np.unique(ovr)) <= {0, 1, 2, 3, 255}
     assert leftovers(tmp_path) == []
+
+
+def test_colour_table_is_set_when_the_file_is_created(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], classes: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # set after the first block, the colour table made GDAL log 'Cannot modify tag
+    # "PhotometricInterpretation" while writing' (rasterio._env, INFO) on every class COG
+    _, grid = rgb
+    caplog.set_level(logging.DEBUG, logger="rasterio")
+    out = write_cog(tmp_path / "classes.tif", grid[:256, :256], reader(classes[:256, :256]),
+                    count=1, dtype="uint8", nodata=255, block=128, colormap=COLORS)  # fmt: skip
+    gdal = [r.getMessage() for r in caplog.records if r.name.startswith("rasterio._")]
+    assert not [m for m in gdal if "Photometric" in m or "signalled an error" in m], gdal
+    with rasterio.open(out) as ds:
+        assert ds.colorinterp == (ColorInterp.palette,) and ds.colormap(1)[1][:3] == COLORS[1]
 
 
 def test_multiband_average_cog_round_trips(tmp_path: Path, rgb: tuple[np.ndarray, GridBox]) -> None:

@@ -3,6 +3,7 @@ Shapefile field names and replacement, errors that name the file and leave nothi
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,6 +15,7 @@ import shapely
 from geoseg.errors import OutputError
 from geoseg.geometry.grid import GridBox
 from geoseg.outputs.polygonize import polygonize
+from geoseg.outputs.stream import polygonize_to_file
 from geoseg.outputs.write import FORMATS, write_vectors
 from tests.outputs.vector_support import CLASSES, COLUMNS, in_raster_order, reader
 
@@ -96,3 +98,19 @@ def test_write_errors_name_the_file_and_leave_nothing(
             write_vectors(gdf, tmp_path / name)
     assert (tmp_path / "kept.gpkg").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "kept.gpkg"]
+
+
+def test_every_geopackage_is_version_1_2(
+    rgb: tuple[np.ndarray, GridBox], rgb_polygons: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    # GDAL >= 3.11 writes GeoPackage 1.4 by default; the GDAL of QGIS 3.22 warns "v1.4.0 ...
+    # may only be partially supported" on opening it. Layers (merged ones too) and streamed
+    # polygons are written as 1.2 (application_id "GPKG", user_version 10200).
+    classes, grid = rgb
+    written = write_vectors(rgb_polygons.head(50), tmp_path / "layer.gpkg")
+    written += polygonize_to_file(reader(classes), grid, CLASSES, tmp_path / "streamed.gpkg",
+                                  chunk=256)["files"]  # fmt: skip
+    for path in written:
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+            assert con.execute("PRAGMA user_version").fetchone()[0] == 10200

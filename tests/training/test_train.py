@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from geoseg.bundle.bundle import read_card
+from geoseg.bundle.folder import read_card
 from geoseg.errors import ConfigError, InputError
 from geoseg.pipeline.pipeline import Pipeline
 from tests.support import DATA, invoke, run_cli
