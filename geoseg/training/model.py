@@ -90,14 +90,24 @@ def adopt_pretrained_normalisation(cfg: TrainConfig, prep: Prepared,
         prep.norm[m] = {"mean": mean, "std": std, "how": how}
 
 
+def modality_cards(prep: Prepared) -> dict[str, ModalityCard]:
+    """The cards of the prepared modalities: band roles, normalisation, resampling."""
+    return {n: ModalityCard(bands=prep.roles[n], mean=prep.norm[n]["mean"],
+                            std=prep.norm[n]["std"], resampling=prep.resampling[n])
+            for n in prep.modalities}  # fmt: skip
+
+
+def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The validation figures a card records: mIoU, OA, kappa, mean F1, IoU per class."""
+    summary = {k: metrics.get(k) for k in ("miou", "overall_accuracy", "kappa", "mean_f1")}
+    summary["per_class_iou"] = {n: c["iou"] for n, c in metrics.get("per_class", {}).items()}
+    return summary
+
+
 def make_card(cfg: TrainConfig, prep: Prepared, model: SegModel, metrics: dict[str, Any],
               step: int, source: str, split: dict[str, Any]) -> ModelCard:  # fmt: skip
     """The model card of a bundle saved at ``step`` with validation ``metrics``."""
-    mods = {n: ModalityCard(bands=prep.roles[n], mean=prep.norm[n]["mean"],
-                            std=prep.norm[n]["std"], resampling=prep.resampling[n])
-            for n in prep.modalities}  # fmt: skip
-    summary = {k: metrics.get(k) for k in ("miou", "overall_accuracy", "kappa", "mean_f1")}
-    summary["per_class_iou"] = {n: c["iou"] for n, c in metrics.get("per_class", {}).items()}
+    mods, summary = modality_cards(prep), metrics_summary(metrics)
     return ModelCard(
         architecture=cfg.model.architecture, arguments=model.args.model_dump(mode="json"),
         modalities=mods, derived=dict(cfg.indices),

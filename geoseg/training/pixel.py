@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from geoseg import __version__
-from geoseg.bundle.card import ModalityCard, ModelCard
+from geoseg.bundle.card import ModelCard
 from geoseg.bundle.pixel_onnx import compose, feature_model, save_pixel_model, session
 from geoseg.config import IGNORE, format_validation_error
 from geoseg.errors import ConfigError
@@ -37,7 +37,13 @@ from geoseg.evaluation.metrics import ConfusionMatrix
 from geoseg.geometry.window import PixelWindow
 from geoseg.models.pixel import PixelArgs
 from geoseg.training.config import TrainConfig
-from geoseg.training.model import ignore_indices, score, shown
+from geoseg.training.model import (
+    ignore_indices,
+    metrics_summary,
+    modality_cards,
+    score,
+    shown,
+)
 from geoseg.training.prepare import Prepared, prepare
 from geoseg.training.report import RunFacts, run_report, write_history, write_report
 from geoseg.training.result import TrainResult
@@ -221,11 +227,7 @@ def validate_pixel(prep: Prepared, model: Any, ignore: list[int]) -> dict[str, A
 def pixel_card(cfg: TrainConfig, prep: Prepared, args: PixelArgs, metrics: dict[str, Any],
                split: dict[str, Any], source: str, n_pixels: int) -> ModelCard:  # fmt: skip
     """The card of a pixel model (tile 256 unless ``model.tile``; halo = the feature radius)."""
-    mods = {n: ModalityCard(bands=prep.roles[n], mean=prep.norm[n]["mean"],
-                            std=prep.norm[n]["std"], resampling=prep.resampling[n])
-            for n in prep.modalities}  # fmt: skip
-    summary = {k: metrics.get(k) for k in ("miou", "overall_accuracy", "kappa", "mean_f1")}
-    summary["per_class_iou"] = {n: c["iou"] for n, c in metrics.get("per_class", {}).items()}
+    mods, summary = modality_cards(prep), metrics_summary(metrics)
     return ModelCard(
         architecture="pixel", arguments=args.model_dump(mode="json"), modalities=mods,
         derived=dict(cfg.indices), classes=prep.classes, tile_size=cfg.model.tile or 256,
