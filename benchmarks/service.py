@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench-service")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service.json")
     a = ap.parse_args()
+    load_before = os.getloadavg()[0]
     from geoseg.bundle.untrained import init_bundle
     from geoseg.testing import mosaic_scene
 
@@ -215,7 +216,8 @@ def main() -> None:
               "service_loaded_wall_s": round(loaded_wall, 1),
               "overhead_alone": round(alone_wall / cli_wall - 1, 3),
               "overhead_loaded": round(loaded_wall / cli_wall - 1, 3), "load": stats,
-              "date": time.strftime("%Y-%m-%d"), "loadavg_before": os.getloadavg()[0]}  # fmt: skip
+              "date": time.strftime("%Y-%m-%d"), "loadavg_before": load_before,
+              "loadavg_after": os.getloadavg()[0]}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
     s = stats

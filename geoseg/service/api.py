@@ -78,6 +78,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     manager = JobManager(settings, store)
     manager.lock_data()  # a second server on this data folder stops here, with one line
     bearer = HTTPBearer(auto_error=False, description="token from `geoseg serve token create`")
+    # tiles render two at a time: dozens of rendering threads would starve the event loop
+    # (the GIL) and make every status request wait behind them
+    renders = asyncio.Semaphore(2)
+
+    async def render(fn: Any, *args: Any) -> bytes:
+        async with renders:
+            return await run_in_threadpool(fn, *args)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -198,8 +205,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         sc = own_scene(scene_id, user)
         main = next(iter(sc["modalities"].values()))["path"]
         info = sc["info"]
-        png = await run_in_threadpool(scene_tile, main, info["display_bands"], info["stretch"],
-                                      z, x, y)  # fmt: skip
+        png = await render(scene_tile, main, info["display_bands"], info["stretch"], z, x, y)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     # ------------------------------------------------------------------ jobs
@@ -328,7 +334,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                         scene: str | None = None) -> Response:  # fmt: skip
         job = own_job(job_id, user)
         path = scene_output(job, scene, "classes")
-        png = await run_in_threadpool(class_tile, str(path), job["spec"]["classes"], z, x, y)
+        png = await render(class_tile, str(path), job["spec"]["classes"], z, x, y)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @api.get("/jobs/{job_id}/features", summary="Polygons at a point (GeoJSON, WGS 84)")

@@ -136,13 +136,18 @@ class JobManager:
         if self.settings.scheduler != "local":
             self.scheduler = self.settings.scheduler
             return
+        import dask
         from distributed import Client, LocalCluster
 
         n = self.settings.workers or available_cores()
-        self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                    silence_logs=logging.WARNING,
-                                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # fmt: skip
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536: every large temporary of the
+        # model is then returned to the OS and faulted in again — a U-Net tile ran 40 % slower
+        # (0.88 s against 0.62 s for 512², one thread); glibc's own adaptive threshold it is
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                        silence_logs=logging.WARNING,
+                                        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # fmt: skip
         self.client = Client(self.cluster)
         self.client.register_plugin(OneThreadPerWorker())
         # load torch and the inference code in the workers now, not in the first job
