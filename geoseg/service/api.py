@@ -398,29 +398,16 @@ def _errors(app: FastAPI) -> None:
         more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
         return _error(422, f"{loc}: {first.get('msg')}; fix this value{more}")
 
-    @app.exception_handler(S.UploadTooLarge)
-    async def too_large(_: Request, exc: S.UploadTooLarge) -> JSONResponse:
-        return _error(413, str(exc))
+    # errors -> HTTP status; the message (one line naming the problem) is the JSON detail
+    statuses = {S.UploadTooLarge: 413, AccessError: 403, NotFound: 404, LookupError: 404,
+                StoreError: 503, GeosegError: 422}  # fmt: skip
 
-    @app.exception_handler(AccessError)
-    async def refused(_: Request, exc: AccessError) -> JSONResponse:
-        return _error(403, str(exc))
+    async def as_json(_: Request, exc: Exception) -> JSONResponse:
+        status = next(code for cls, code in statuses.items() if isinstance(exc, cls))
+        return _error(status, str(exc.args[0]) if exc.args else "not found")
 
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(LookupError)
-    async def lookup(_: Request, exc: LookupError) -> JSONResponse:
-        return _error(404, str(exc.args[0]) if exc.args else "not found")
-
-    @app.exception_handler(StoreError)
-    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
-        return _error(503, str(exc))
-
-    @app.exception_handler(GeosegError)
-    async def geoseg_error(_: Request, exc: GeosegError) -> JSONResponse:
-        return _error(422, str(exc))
+    for cls in statuses:
+        app.add_exception_handler(cls, as_json)
 
     @app.exception_handler(OSError)
     async def os_error(_: Request, exc: OSError) -> JSONResponse:

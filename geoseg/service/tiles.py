@@ -71,17 +71,24 @@ def scene_tile(path: str, bands: Sequence[int], stretch: Sequence[Sequence[float
                        z, x, y)  # fmt: skip
 
 
-@lru_cache(maxsize=512)
-def _class_tile(path: str, _version: int, colours: tuple, z: int, x: int, y: int) -> bytes:
-    classes = [{"id": i, "color": c} for i, c in colours]
+def _read_tile(path: str, z: int, x: int, y: int, indexes: Any, resampling: str) -> Any:
+    """The XYZ tile of ``path`` as rio-tiler image data, or None where there is nothing."""
     if not _check_zxy(z, x, y):
-        return empty_tile()
+        return None
     try:
         with Reader(path) as src:
             if not src.tile_exists(x, y, z):
-                return empty_tile()
-            img = src.tile(x, y, z, tilesize=TILE, indexes=1, resampling_method="nearest")
+                return None
+            return src.tile(x, y, z, tilesize=TILE, indexes=indexes, resampling_method=resampling)
     except TileOutsideBounds:
+        return None
+
+
+@lru_cache(maxsize=512)
+def _class_tile(path: str, _version: int, colours: tuple, z: int, x: int, y: int) -> bytes:
+    classes = [{"id": i, "color": c} for i, c in colours]
+    img = _read_tile(path, z, x, y, 1, "nearest")
+    if img is None:
         return empty_tile()
     return img.render(img_format="PNG", colormap=class_colormap(classes))
 
@@ -89,15 +96,8 @@ def _class_tile(path: str, _version: int, colours: tuple, z: int, x: int, y: int
 @lru_cache(maxsize=256)
 def _scene_tile(path: str, _version: int, bands: tuple, stretch: tuple,
                 z: int, x: int, y: int) -> bytes:  # fmt: skip
-    if not _check_zxy(z, x, y):
-        return empty_tile()
-    try:
-        with Reader(path) as src:
-            if not src.tile_exists(x, y, z):
-                return empty_tile()
-            img = src.tile(x, y, z, tilesize=TILE, indexes=tuple(bands),
-                           resampling_method="bilinear")  # fmt: skip
-    except TileOutsideBounds:
+    img = _read_tile(path, z, x, y, tuple(bands), "bilinear")
+    if img is None:
         return empty_tile()
     img = img.rescale(in_range=[tuple(s) for s in stretch])
     return img.render(img_format="PNG")
