@@ -18,9 +18,12 @@ feature extraction, validation).
     python benchmarks/accuracy.py [--quick] [--cases berlin,ecuador,spacenet] [--models ...]
                                   [--folds K] [--out DIR] [--threads 1]
 
-``--quick`` (≤ 10 minutes on the shared 2-core CPU): 2 folds, the random forest, LightGBM
-and the default deep recipe (``recipe: sparse``, TinyCNN) with 200 steps. The full run adds
-the recipe with masked pre-training and a U-Net/ResNet-18 (slow on CPU: ~10 min a fold).
+``--quick`` (about 10 CPU minutes on the shared 2-core CPU): 3 folds, the random forest,
+LightGBM and the default deep recipe (``recipe: sparse``: SparseCNN, 4 members, TTA) with
+200 steps; ``--models`` adds ``sparse:tinycnn`` (the recipe's former model). The full run
+(5 folds, 400 steps) adds the recipe with masked pre-training and a U-Net/ResNet-18 (slow on
+CPU: ~10 min a fold). A model name may carry a variant suffix, e.g.
+``sparse:sparsecnn/members=1,tta=false`` (model arguments, or steps/batch/seed).
 Writes ``DIR/accuracy.json`` and ``DIR/accuracy.md`` (the table of docs/benchmarks.md).
 """
 
@@ -158,20 +161,42 @@ def models(quick: bool) -> dict[str, dict[str, Any]]:
     """Model settings by name (merged into the case's config)."""
     steps = 200 if quick else 400
     deep = {"recipe": "sparse", "steps": steps, "val_every": steps}
+    tiny = {"architecture": "tinycnn", "arguments": {"width": 32}}
     return {
         "random_forest": {"model": {"architecture": "pixel",
                                     "arguments": {"estimator": "random_forest"}}},
         "lightgbm": {"model": {"architecture": "pixel", "arguments": {"estimator": "lightgbm"}}},
-        "sparse:tinycnn": {**deep, "model": {"architecture": "tinycnn",
-                                             "arguments": {"width": 32}}},
-        "sparse:tinycnn+pretrain": {**deep, "pretrain": {"steps": 200},
-                                    "model": {"architecture": "tinycnn", "arguments": {"width": 32}}},
+        "sparse:sparsecnn": deep,  # the recipe's own model
+        "sparse:tinycnn": {**deep, "model": tiny},
+        "sparse:sparsecnn+pretrain": {**deep, "pretrain": {"steps": 200}},
         "sparse:unet-r18": {**deep, "model": {"architecture": "unet",
                                               "arguments": {"encoder": "resnet18"}}},
     }  # fmt: skip
 
 
-QUICK_MODELS = ["random_forest", "lightgbm", "sparse:tinycnn"]
+QUICK_MODELS = ["random_forest", "lightgbm", "sparse:sparsecnn"]
+#: variant keys that are not model arguments (``MODEL/key=value,...`` on the command line)
+TOP_KEYS = {"steps", "batch", "seed"}
+
+
+def model_settings(name: str, quick: bool) -> dict[str, Any]:
+    """The settings of ``name``: a model of :func:`models`, optionally with a variant suffix
+    ``/key=value,...`` (model arguments, or steps/batch/seed; values read as YAML), e.g.
+    ``sparse:sparsecnn/members=1,tta=true``."""
+    import yaml
+
+    from geoseg.training.config import deep_merge
+
+    base, _, variant = name.partition("/")
+    settings = models(quick)[base]
+    for item in filter(None, variant.split(",")):
+        key, _, value = item.partition("=")
+        v = yaml.safe_load(value)
+        over = {key: v} if key in TOP_KEYS else {"model": {"arguments": {key: v}}}
+        if key == "steps":
+            over["val_every"] = v
+        settings = deep_merge(settings, over)
+    return settings
 
 
 def case_config(case: dict, model: dict, folds: int, threads: int) -> Any:
@@ -189,20 +214,20 @@ def run_case(name: str, case: dict, names: list[str], folds: int, quick: bool, o
     from geoseg.training.crossval import run_model, summarise
     from geoseg.training.loop import train
 
-    table = models(quick)
     rows: dict[str, Any] = {}
     for m in names:
-        cfg = case_config(case, table[m], folds, threads)
+        cfg = case_config(case, model_settings(m, quick), folds, threads)
         c0, w0 = time.process_time(), time.perf_counter()
-        scores, _ = run_model(cfg, out / name / m.replace(":", "-"), folds,
+        scores, _ = run_model(cfg, out / name / m.replace(":", "-").replace("/", "_"), folds,
                               lambda c, o, m=m: train(c, o, source=f"{name}:{m}", progress=False),
                               f"{name}:{m}")  # fmt: skip
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         rows[m] = {"summary": summarise(scores), "runs": scores, "cpu_min": cpu / 60,
                    "wall_min": wall / 60}  # fmt: skip
         s = rows[m]["summary"]["miou"]
-        print(f"{name:9s} {m:18s} mIoU {100 * (s['mean'] or 0):5.1f} ± {100 * (s['std'] or 0):4.1f}"
-              f"  cpu {cpu / 60:5.2f} min  wall {wall / 60:5.2f} min", flush=True)
+        print(f"{name:9s} {m:24s} mIoU {100 * (s['mean'] or 0):5.1f} ± {100 * (s['std'] or 0):4.1f}"
+              f"  cpu {cpu / 60:5.2f} min  wall {wall / 60:5.2f} min  folds "
+              + " ".join(f"{100 * (r['miou'] or 0):.1f}" for r in scores), flush=True)
     return rows
 
 
@@ -233,7 +258,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cases", default="berlin,ecuador,spacenet")
     ap.add_argument("--models", default=None, help="comma-separated (default: quick or all)")
-    ap.add_argument("--folds", type=int, default=None, help="default 2 (quick) or 3")
+    ap.add_argument("--folds", type=int, default=None, help="default 3 (quick) or 5")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "accuracy"))
     a = ap.parse_args()
@@ -243,7 +268,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: the cases need ../shared/data")
-    folds = a.folds or (2 if a.quick else 3)
+    folds = a.folds or (3 if a.quick else 5)
     names = a.models.split(",") if a.models else (QUICK_MODELS if a.quick else list(models(False)))
     out = Path(a.out)
     results: dict[str, Any] = {"quick": a.quick, "folds": folds, "threads": a.threads,

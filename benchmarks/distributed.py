@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "tests" / "data" / "olinda" / "L7_ETMs.tif"
+from landsat import ROOT, landsat_scene, unet
 
 
 def run(args: list[str]) -> float:
@@ -33,15 +32,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench-dist")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distributed.json")
     a = ap.parse_args()
-    from geoseg.bundle.untrained import init_bundle
-    from geoseg.testing import mosaic_scene
-
-    a.work.mkdir(parents=True, exist_ok=True)
-    scene = a.work / f"scene_{a.size}.tif"
-    if not scene.exists():
-        mosaic_scene(SOURCE, scene, a.size)
-    bundle = init_bundle("unet", {"image": 3}, 6, seed=0, tile=a.tile, stats_from=SOURCE,
-                         stats_bands=[3, 2, 1], output=a.work / "unet")  # fmt: skip
+    scene, bundle = landsat_scene(a.work, a.size), unet(a.work, a.tile, encoder=None, name="unet")
     base = ["predict", str(scene), "--model", str(bundle), "--bands", "3,2,1", "--chunk",
             str(a.chunk), "--overwrite", "--no-progress", "--tiles-dir", str(a.work / "tiles")]
     rows = {}

@@ -1,19 +1,40 @@
-"""Predictor benchmark: wall time, Mpx/s, peak RSS, pipeline efficiency, hand-written loop.
+"""Predictor benchmark: wall time, Mpx/s, peak RSS, pipeline efficiency, hand loop, peers.
 
 Usage: python benchmarks/predict.py [--sizes 2048 4096 8192 16384] [--work DIR]
        python benchmarks/predict.py --table benchmarks/results/predict.json  (markdown table)
+       python benchmarks/predict.py --peers-only --rv-python /work/rvenv/bin/python --sizes 8192
 Prints a table and writes benchmarks/results/predict.json. Every measured run is a fresh
 subprocess so peak RSS is its own. Ratios are taken within one run (machines are noisy).
 
 pipeline efficiency = model-only forward time on exactly the batches the plan runs
                       / end-to-end wall time of `geoseg predict` (COG + vector writing included)
+
+Peers (issue 17): with ``--rv-python PATH`` (the python of a venv holding Raster Vision 0.31, the
+``bench`` extra; it needs pandas < 3, so not geoseg's venv), every U-Net scene is also predicted
+by Raster Vision's ``predict_scene_ss`` (benchmarks/peers.py) with the same model, chip (tile) and
+stride (tile - overlap), batch 1 and ``--rv-threads`` torch threads, right after geoseg's
+classes-only run with 2 workers; both processes' peak RSS is compared with their bare process
+(imports + model). ``--peers-only`` runs just these (geoseg classes, geoseg bare, RV) and writes
+benchmarks/results/predict_peers.json, keeping the rows of other sizes already there. RV is
+skipped where its wall or memory, extrapolated from a smaller size's run, would pass
+``--rv-max-wall`` or 80 % of the available memory.
+
+Raster Vision's overlay venv (sees geoseg's torch, smp, rasterio through a .pth file; geoseg
+itself through PYTHONPATH, set for the child):
+    python3.11 -m venv /work/rvenv
+    SITE=/work/rvenv/lib/python3.11/site-packages
+    echo "$PWD/.venv/lib/python3.11/site-packages" > $SITE/zz_geoseg_overlay.pth  # appended
+    /work/rvenv/bin/pip install "pandas<3" rastervision_core==0.31.1 rastervision_pytorch_learner==0.31.1
+    /work/rvenv/bin/python -c "import rastervision.pytorch_learner"  # check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -46,9 +67,21 @@ def child(argv: list[str]) -> None:
     elif kind == "handloop":
         scene, bundle, out, threads = rest
         extra = hand_loop(scene, bundle, out, int(threads))
+    elif kind == "geoseg_bare":
+        from peers import geoseg_bare
+
+        extra = geoseg_bare(*rest)
+    elif kind == "rv":  # run by --rv-python
+        from peers import rv_predict
+
+        scene, bundle, out, threads, stride = rest
+        extra = rv_predict(scene, bundle, out, int(threads), int(stride))
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
-    print(json.dumps({"wall_s": wall, "peak_rss_mib": rss, **extra}))
+    # the process tree: the largest child it waited for (0 if none; ldconfig, run by ctypes at
+    # import, counts the pages it shared with its parent between fork and exec)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_mib": rss, "children_peak_rss_mib": kids, **extra}))
 
 
 def model_only(scene: str, bundle: str, chunk: int, batch: int, workers: int) -> dict:
@@ -134,15 +167,21 @@ def hand_loop(scene: str, bundle: str, out: str, threads: int) -> dict:
     return {"tiles": tiles}
 
 
-def measure(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
-                          text=True, check=False)  # fmt: skip
+def measure(*args: str, python: str = sys.executable) -> dict:
+    """Run one ``--child`` measurement in a fresh ``python`` process; its JSON line."""
+    env = None
+    if python != sys.executable:  # a peer's venv: geoseg through PYTHONPATH (no editable finder)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
+    proc = subprocess.run([python, __file__, "--child", *args], capture_output=True, text=True,
+                          check=False, env=env)  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed: {args}\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def args() -> argparse.Namespace:
+    """Command-line options."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
     ap.add_argument("--compare-sizes", type=int, nargs="+", default=[2048, 4096])
@@ -150,11 +189,41 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=0, help="0: geoseg's default (auto)")
     ap.add_argument("--batch", type=int, default=0, help="0: geoseg's default (1 on CPU)")
     ap.add_argument("--workers", type=int, default=2, help="workers for the non-compared sizes")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: benchmarks/results/predict.json (predict_peers.json with --peers-only)",
+    )
+    ap.add_argument(
+        "--rv-python",
+        default=None,
+        help="python of a venv with Raster Vision 0.31: adds it as a peer (default: skipped)",
+    )
+    ap.add_argument("--rv-threads", type=int, default=2, help="torch threads of the RV process")
+    ap.add_argument(
+        "--rv-max-wall",
+        type=float,
+        default=600.0,
+        help="skip RV where its extrapolated wall time is longer (s)",
+    )
+    ap.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="only geoseg classes (2 workers) and the peers, U-Net; needs --rv-python",
+    )
     a = ap.parse_args()
+    if a.peers_only and not a.rv_python:
+        ap.error("--peers-only needs --rv-python")
+    name = "predict_peers.json" if a.peers_only else "predict.json"
+    a.out = a.out or ROOT / "benchmarks" / "results" / name
+    return a
+
+
+def main() -> None:
+    a = args()
     from geoseg.bundle.untrained import init_bundle
     from geoseg.runtime import available_cores
-    from geoseg.testing import mosaic_scene
 
     cores = available_cores()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -165,11 +234,11 @@ def main() -> None:
         "tinycnn": init_bundle("tinycnn", {"image": 3}, 6, seed=0, tile=512,
                                stats_from=SOURCE, stats_bands=[3, 2, 1], output=a.work / "tinycnn"),
     }  # fmt: skip
+    if a.peers_only:
+        return peers_only(a, str(bundles["unet-r18"]), cores)
     results: dict = {"cores": cores, "chunk": a.chunk, "batch": a.batch, "runs": []}
     for size in sorted(set(a.sizes) | set(a.compare_sizes)):
-        scene = a.work / f"scene_{size}.tif"
-        if not scene.exists():
-            mosaic_scene(SOURCE, scene, size)
+        scene = scene_of(a.work, size)
         compare = size in a.compare_sizes
         for mname in ["unet-r18"] + (["tinycnn"] if compare else []):
             b = str(bundles[mname])
@@ -206,15 +275,103 @@ def main() -> None:
                 row["hand_loop"] = hl
                 row["speedup_vs_hand_loop"] = hl["wall_s"] / g["wall_s"]
                 line += f"  hand-loop {hl['wall_s']:.1f}s (x{row['speedup_vs_hand_loop']:.2f})"
+            if a.rv_python and mname == "unet-r18":
+                run = row.get("classes_w2") or row[best]
+                peer = peer_row(a, scene, b, size, run, results.setdefault("peers", []))
+                results["peers"].append(peer)
+                line += "  " + peer_line(peer)
             results["runs"].append(row)
             print(line, flush=True)
             save(results, a.out)  # after every row: a long run that is cut short keeps its rows
+    if results.get("peers"):
+        print(peers_table(results["peers"]))
     rss = {r["size"]: r["full"]["peak_rss_mib"] for r in results["runs"] if r["model"] == "unet-r18"}
     if 4096 in rss and max(rss) > 4096:
         results["rss_ratio_largest_vs_4096"] = rss[max(rss)] / rss[4096]
         print(f"peak RSS {max(rss)}² / 4096²: {results['rss_ratio_largest_vs_4096']:.2f}")
     save(results, a.out)
     print(markdown_table(results))
+    print(f"wrote {a.out}")
+
+
+def scene_of(work: Path, size: int) -> Path:
+    """The mosaic scene of ``size``² (made once)."""
+    from geoseg.testing import mosaic_scene
+
+    scene = work / f"scene_{size}.tif"
+    if not scene.exists():
+        mosaic_scene(SOURCE, scene, size)
+    return scene
+
+
+def peer_row(a: argparse.Namespace, scene: Path, bundle: str, size: int, run: dict,
+             done: list[dict]) -> dict:  # fmt: skip
+    """Raster Vision on ``scene`` next to geoseg's classes ``run`` (skipped if it would not fit)."""
+    import peers
+    import psutil
+
+    from geoseg.bundle.bundle import read_card
+
+    card = read_card(bundle)
+    tile = card.tile_size
+    stride = tile - min(card.halo, tile // 4)  # geoseg's overlap: the same windows' step
+    bare = measure("geoseg_bare", bundle)["bare_rss_mib"]
+    g = {**run, "bare_rss_mib": bare, "above_bare_mib": run["peak_rss_mib"] - bare}
+    row: dict = {"size": size, "geoseg": g, "chip": tile, "stride": stride, "batch": 1,
+                 "load_avg_before": os.getloadavg()}  # fmt: skip
+    smaller = [r for r in done if "rv" in r and r["size"] < size]
+    if smaller:
+        est = peers.rv_estimate(max(smaller, key=lambda r: r["size"]), size, len(card.classes),
+                                tile, stride)  # fmt: skip
+        row["rv_estimate"] = est
+        free = psutil.virtual_memory().available / 2**20
+        if est["wall_s"] > a.rv_max_wall or est["peak_rss_mib"] > 0.8 * free:
+            row["rv_skipped"] = (f"estimated {est['wall_s']:.0f} s (limit {a.rv_max_wall:.0f}), "
+                                 f"{est['peak_rss_mib']:.0f} MiB (available {free:.0f})")  # fmt: skip
+            return row
+    out = a.work / f"rv_{size}"
+    shutil.rmtree(out, ignore_errors=True)
+    rv = measure("rv", str(scene), bundle, str(out), str(a.rv_threads), str(stride),
+                 python=a.rv_python)  # fmt: skip
+    rv["above_bare_mib"] = rv["peak_rss_mib"] - rv["bare_rss_mib"]
+    row["rv"] = rv
+    row["load_avg_after"] = os.getloadavg()
+    classes = a.work / f"out_{size}_unet-r18" / f"{scene.stem}_classes.tif"
+    row["agreement"] = peers.agreement(rv["labels"], str(classes))
+    row["ratios"] = peers.ratios(row)
+    return row
+
+
+def peer_line(row: dict) -> str:
+    """One progress line of a peers row."""
+    if "rv" not in row:
+        return f"RV skipped: {row['rv_skipped']}"
+    rv, q = row["rv"], row["ratios"]
+    return (f"RV {rv['wall_s']:.1f}s (x{q['wall_s']:.2f}) rss {rv['peak_rss_mib']:.0f} MiB "
+            f"(x{q['peak_rss_mib']:.2f}) above bare {rv['above_bare_mib']:.0f} MiB "
+            f"(x{q['above_bare_mib']:.2f}) same class {row['agreement']:.3f}")  # fmt: skip
+
+
+def peers_only(a: argparse.Namespace, bundle: str, cores: int) -> None:
+    """geoseg (classes, 2 workers) and the peers only; rows of other sizes in ``a.out`` are kept."""
+    from peers import peers_table
+
+    old = json.loads(a.out.read_text()) if a.out.exists() else {}
+    rows = [r for r in old.get("peers", []) if r["size"] not in a.sizes]
+    results = {"cores": cores, "peers": rows}
+    for size in sorted(a.sizes):
+        scene = scene_of(a.work, size)
+        out = a.work / f"out_{size}_unet-r18"
+        run = measure("geoseg", str(scene), bundle, str(out), str(a.work / "tiles"), str(a.chunk),
+                      "2", str(a.batch), "classes")  # fmt: skip
+        row = peer_row(a, scene, bundle, size, run, rows)
+        row["date"] = time.strftime("%Y-%m-%d %H:%M")
+        rows.append(row)
+        rows.sort(key=lambda r: r["size"])
+        print(f"{size:>6}² geoseg {run['wall_s']:.1f}s rss {run['peak_rss_mib']:.0f} MiB  "
+              + peer_line(row), flush=True)  # fmt: skip
+        save(results, a.out)
+    print(peers_table(rows))
     print(f"wrote {a.out}")
 
 
@@ -250,6 +407,10 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
     elif len(sys.argv) > 2 and sys.argv[1] == "--table":
-        print(markdown_table(json.loads(Path(sys.argv[2]).read_text())))
+        from peers import peers_table
+
+        res = json.loads(Path(sys.argv[2]).read_text())
+        print("\n\n".join(([markdown_table(res)] if res.get("runs") else [])
+                           + ([peers_table(res["peers"])] if res.get("peers") else [])))  # fmt: skip
     else:
         main()

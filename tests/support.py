@@ -57,6 +57,18 @@ def write_geotiff(path: Path, data: np.ndarray, **profile: object) -> Path:
     return path
 
 
+def rgb_crop(path: Path, col: int, row: int, width: int, height: int) -> Path:
+    """A window of the bundled RGB scene (real Landsat, georeferenced) written to ``path``."""
+    from rasterio.windows import Window
+
+    with rasterio.open(RGB) as ds:
+        win = Window(col, row, width, height)
+        prof = ds.profile | {"width": width, "height": height, "transform": ds.window_transform(win)}
+        with rasterio.open(path, "w", **prof) as out:
+            out.write(ds.read(window=win))
+    return path
+
+
 def invoke(*args: object, group: click.Group | None = None) -> tuple[int, str, str]:
     """Run the geoseg CLI in-process; GeosegError -> exit 2 as in ``geoseg.cli.main.main``."""
     if group is None:

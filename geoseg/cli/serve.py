@@ -25,7 +25,13 @@ DATA_HELP = "data folder of the service (job store, uploads, outputs, tile store
 @click.option("--max-jobs", default=1, show_default=True, type=int,
               help="Jobs running at once; the others queue in submission order.")
 @click.option("--workers", default=None, type=int,
-              help="Worker processes of the local cluster (default: cores, one thread each).")
+              help="Worker processes of the local cluster (default 1, with a thread per core; "
+              "N processes share the cores).")
+@click.option("--tile-threads", default=2, show_default=True, type=int,
+              help="Map tiles rendered at once (more: faster maps, less CPU for a running job).")
+@click.option("--tile-nice", default=10, show_default=True, type=click.IntRange(0, 19),
+              help="Render map tiles this much below the server's OS priority (Linux): a "
+              "running job keeps its cores, the map waits while it runs (0: tiles first).")
 @click.option("--max-upload-mb", default=2048.0, show_default=True, type=float,
               help="Largest accepted upload (MiB).")
 @click.option("--max-pixels", default=2_000_000_000, show_default=True, type=int,

@@ -125,12 +125,12 @@ def run_distributed(client: Any, graph: dict, keys: list,
 
 def open_client(scheduler: str, workers: int) -> Any:
     """A client for ``scheduler``: "local" starts a LocalCluster, else an address."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    if scheduler == "local":
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")  # fmt: skip
-        client = Client(cluster)
+    from geoseg.inference.local_cluster import cluster_shape, start_local_cluster
+
+    if scheduler == "local":  # one process, a thread per worker (see cluster_shape)
+        _, client = start_local_cluster(*cluster_shape(None, workers))
     else:
         client = Client(scheduler, timeout="30s")
     log.info("dask dashboard: %s", client.dashboard_link)

@@ -12,10 +12,13 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
+from geoseg.geometry.window import PixelWindow
+from geoseg.inference import chunks
 from geoseg.inference.chunks import ChunkJob, Piece, accumulate, blend, finish, receivers
 from geoseg.inference.cluster import EngineSpec, run_threads
 from geoseg.inference.engine import Engine
-from geoseg.store.tiles import TileStore
+from geoseg.store.tiles import Handovers, TileStore
+from geoseg.tiling.plan import TilePlan
 
 
 def build_graph(
@@ -26,8 +29,13 @@ def build_graph(
     ahead: int = 4,
     prefix: str = "",
     suffix: str = "",
+    stored: Handovers | None = None,
 ) -> tuple[dict, list, list]:
     """Dask graph computing the ``pending`` chunks.
+
+    ``stored``: hand-overs a killed run spilled (``TileStore.stored_handovers``); a finish
+    reads them instead of waiting for their source's ``accumulate``, and a chunk runs its
+    tiles only when some pending chunk still needs a piece of them (see :func:`sources`).
 
     With a ``store``, every pending chunk is finished into it, in row-major order, at most
     ``ahead`` pending chunks beyond the last finished one: each ``accumulate`` also waits for
@@ -45,17 +53,24 @@ def build_graph(
     Returns the graph, the final keys (one per pending chunk: its statistics, or its blend)
     and the timing keys (seconds per stage, one per accumulate task).
     """
-    kinds = ("job", "engine", "store", "accumulate", "accumulate-piece", "finish", "timing")
+    kinds = ("job", "engine", "store", "accumulate", "accumulate-piece", "stored-piece",
+             "finish", "timing")  # fmt: skip
     names = {k: f"{prefix}{k}{suffix}" for k in kinds}
+    stored = stored or {}
     # job, engine and store appear once in the graph (shipped once per worker, not per task)
     graph: dict = {names["job"]: job, names["engine"]: engine, names["store"]: store}
-    timings = _accumulate_tasks(graph, names, job, pending, gated=store is not None, ahead=ahead)
+    timings = _accumulate_tasks(graph, names, sources(job.plan, pending, stored), pending,
+                                gated=store is not None, ahead=ahead)  # fmt: skip
     finals = []
     for dst in pending:
         parts = []
         for src in job.plan.contributors(dst):
-            key = (names["accumulate-piece"], *src, *dst)
-            graph[key] = (_piece, (names["accumulate"], *src), dst)
+            if (src, dst) in stored:
+                key = (names["stored-piece"], *src, *dst)
+                graph[key] = (_stored_piece, chunks.piece_box(job.plan, src, dst), stored[(src, dst)])
+            else:
+                key = (names["accumulate-piece"], *src, *dst)
+                graph[key] = (_piece, (names["accumulate"], *src), dst)
             parts.append(key)
         final = (finish, names["job"], names["store"]) if store is not None else (blend, names["job"])
         graph[(names["finish"], *dst)] = (*final, dst, *parts)
@@ -63,17 +78,33 @@ def build_graph(
     return graph, finals, timings
 
 
-def _accumulate_tasks(graph: dict, names: dict[str, str], job: ChunkJob,
-                      pending: list[tuple[int, int]], gated: bool, ahead: int) -> list:  # fmt: skip
-    """Add one ``accumulate`` (and its ``timing``) per chunk contributing to ``pending``."""
-    plan = job.plan
-    order, wanted = sorted(pending), set(pending)
-    timings = []
+def sources(plan: TilePlan, pending: list[tuple[int, int]],
+            stored: Handovers | None = None) -> dict[tuple[int, int], list[tuple[int, int]]]:  # fmt: skip
+    """The chunks whose tiles must run for ``pending``, each with the pending chunks it feeds.
+
+    A chunk runs when some pending chunk needs a piece of its tiles that is not ``stored``:
+    a pending chunk its own (unless it was spilled: see ``ChunkJob.keep_own_rate``), a
+    finished chunk only a spilled piece that is missing or was found damaged.
+    """
+    wanted, stored = set(pending), stored or {}
+    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for src in sorted({src for dst in pending for src in plan.contributors(dst)}):
+        to = [dst for dst in receivers(plan, src) if dst in wanted and (src, dst) not in stored]
+        if to:
+            out[src] = to
+    return out
+
+
+def _accumulate_tasks(graph: dict, names: dict[str, str],
+                      feeds: dict[tuple[int, int], list[tuple[int, int]]],
+                      pending: list[tuple[int, int]], gated: bool, ahead: int) -> list:  # fmt: skip
+    """Add one ``accumulate`` (and its ``timing``) per chunk whose tiles run (``feeds``)."""
+    order = sorted(pending)
+    timings = []
+    for src, to in feeds.items():
         after = None
         if gated and (gate := bisect.bisect_left(order, src) - max(1, ahead)) >= 0:
             after = (names["finish"], *order[gate])
-        to = [dst for dst in receivers(plan, src) if dst in wanted]
         graph[(names["accumulate"], *src)] = (_gated, names["job"], names["engine"],
                                               names["store"], src, to, after)  # fmt: skip
         graph[(names["timing"], *src)] = (_timing, (names["accumulate"], *src))
@@ -91,6 +122,11 @@ def _piece(result: dict[str, Any], dst: tuple[int, int]) -> Piece | None:
     return result["pieces"].get(dst)
 
 
+def _stored_piece(box: PixelWindow, path: Any) -> Piece:
+    """A hand-over a killed run spilled, as a piece (``finish`` reads and checks it)."""
+    return (box, path, None)
+
+
 def _timing(result: dict[str, Any]) -> dict[str, float]:
     return result["timing"]
 
@@ -101,4 +137,4 @@ def run_graph(graph: dict, keys: list, workers: int,
     return run_threads(graph, keys, workers, on_done)
 
 
-__all__ = ["build_graph", "run_graph"]
+__all__ = ["build_graph", "run_graph", "sources"]

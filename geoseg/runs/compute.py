@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 
 from geoseg.inference.chunks import ChunkJob
 from geoseg.inference.engine import StageTimer, open_engine
-from geoseg.inference.graph import build_graph, run_graph
+from geoseg.inference.graph import build_graph, run_graph, sources
 from geoseg.runs.job import RunSetup
 from geoseg.runs.options import PredictOptions
 from geoseg.runtime import available_cores, gdal_env, plan_threads, release_free_memory
-from geoseg.store.tiles import TileStore
+from geoseg.store.tiles import Handovers, Link, TileStore
+from geoseg.tiling.plan import TilePlan
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Computed:
     timer: StageTimer = field(default_factory=StageTimer)
     #: stored chunks found damaged (truncated, corrupt) and computed again
     damaged: list[tuple[int, int]] = field(default_factory=list)
+    #: the plan's tiles resumed and run, and why they ran (:func:`tile_account`)
+    tiles: dict = field(default_factory=dict)
 
 
 def open_store(run: RunSetup) -> TileStore:
@@ -51,25 +54,36 @@ def open_store(run: RunSetup) -> TileStore:
                 "chunk": opts.chunk}  # fmt: skip
     store = TileStore.create(root, run.scene.grid.shape, opts.chunk, card.num_classes,
                              opts.probabilities, manifest)  # fmt: skip
-    store.clear_handovers()
     return store
 
 
-def compute_chunks(run: RunSetup, progress_callback: ProgressCallback | None = None) -> Computed:
-    """Compute every chunk not finished yet into the tile store."""
-    store, plan, opts = open_store(run), run.plan, run.opts
+def compute_chunks(run: RunSetup, progress_callback: ProgressCallback | None = None,
+                   store: TileStore | None = None) -> Computed:  # fmt: skip
+    """Compute every chunk not finished yet into the tile store.
+
+    A resumed run trusts what it reads back intact: stored chunks and the hand-overs a
+    killed run spilled; only the tiles of chunks in flight at the kill (or whose spilled
+    pieces were damaged) run again. ``store``: the run's, opened already (``open_store``).
+    """
+    store, plan, opts = store or open_store(run), run.plan, run.opts
     t_verify = time.perf_counter()
     stored, damaged = store.verify()  # a chunk is trusted only once read back intact
     done_before = set(stored)
     pending = [idx for idx in plan.chunks if idx not in done_before]
+    handovers, bad = store.stored_handovers(pending)
+    feeds = sources(plan, pending, handovers)
     # fewer chunks than workers: give the idle workers' cores to torch instead
     workers, threads = plan_threads(min(opts.workers or available_cores(), max(1, len(pending))))
     torch.set_num_threads(threads)
+    out = Computed(store, done_before, workers, threads, damaged=damaged,
+                   tiles=tile_account(plan, feeds, bad))  # fmt: skip
+    out.timer.add("verify", time.perf_counter() - t_verify)
+    if done_before or handovers:
+        log.info("resuming run %s: %d/%d chunks, %d/%d tiles done", run.rid, len(done_before),
+                 len(plan.chunks), out.tiles["resumed"], out.tiles["total"])  # fmt: skip
     log.info("run %s: %d chunks (%d already done), %d tiles of %d px, overlap %d px, "
              "%d worker(s) x %d thread(s)", run.rid, len(plan.chunks), len(done_before),
              plan.n_tiles, plan.tile, plan.overlap, workers, threads)  # fmt: skip
-    out = Computed(store, done_before, workers, threads, damaged=damaged)
-    out.timer.add("verify", time.perf_counter() - t_verify)
     if not run.card.trained:
         log.warning("model %s has untrained (random) weights: predictions are meaningless",
                     run.model)  # fmt: skip
@@ -77,12 +91,29 @@ def compute_chunks(run: RunSetup, progress_callback: ProgressCallback | None = N
     if progress_callback is not None:
         progress_callback("chunks", len(done_before), len(plan.chunks))
     if pending:
-        _run_pending(run, out, pending, progress_callback)
+        _run_pending(run, out, pending, handovers, progress_callback)
     out.timer.add("chunks_wall", time.perf_counter() - t_run)
     return out
 
 
+def tile_account(plan: TilePlan, feeds: dict[tuple[int, int], list[tuple[int, int]]],
+                 damaged: list[Link]) -> dict:  # fmt: skip
+    """The plan's tiles resumed and run; per reason, the tiles that run: their own chunk is
+    not stored and needs them (``chunk_pending``: in flight at a kill, or not started), or a
+    piece they hand to a pending chunk was found damaged (``handover_damaged``) or is
+    missing (``handover_missing``)."""
+    hurt = {src for src, _ in damaged}
+    why = {"chunk_pending": 0, "handover_damaged": 0, "handover_missing": 0}
+    for src, to in feeds.items():
+        reason = ("chunk_pending" if src in to
+                  else "handover_damaged" if src in hurt else "handover_missing")  # fmt: skip
+        why[reason] += len(plan.chunks[src].tiles)
+    run = sum(why.values())
+    return {"total": plan.n_tiles, "resumed": plan.n_tiles - run, "run": run, "why": why}
+
+
 def _run_pending(run: RunSetup, out: Computed, pending: list[tuple[int, int]],
+                 handovers: Handovers,
                  progress_callback: ProgressCallback | None = None) -> None:  # fmt: skip
     job = ChunkJob(scene=run.scene, plan=run.plan, batch=run.opts.batch,
                    class_ids=np.array([c.id for c in run.card.classes], np.uint8),
@@ -101,33 +132,36 @@ def _run_pending(run: RunSetup, out: Computed, pending: list[tuple[int, int]],
         bar.update = tick  # type: ignore[method-assign]
     with gdal_env(), bar:
         if run.opts.scheduler:
-            results = _run_on_cluster(job, out.store, run.model, run.digest, pending, run.opts,
-                                      out.workers, bar)  # fmt: skip
+            results = _run_on_cluster(job, out.store, run.model, run.digest, pending, handovers,
+                                      run.opts, out.workers, bar)  # fmt: skip
         else:
-            results = _run_here(job, out.store, run.model, pending, run.opts, out.workers,
-                                out.threads, bar, out.timer)  # fmt: skip
+            results = _run_here(job, out.store, run.model, pending, handovers, run.opts,
+                                out.workers, out.threads, bar, out.timer)  # fmt: skip
     for res in results[len(pending):]:
         for stage, sec in res.items():
             out.timer.add(stage, sec)
     del results
-    # a recomputed accumulate (its worker died) may re-spill pieces for stored chunks
+    # every chunk is stored: no hand-over is read again (a recomputed accumulate, its
+    # worker died, may even have re-spilled pieces for stored chunks)
     out.store.clear_handovers()
     # the workers' freed buffers stay in their malloc arenas, under the vectoriser's peak
     release_free_memory()
 
 
 def _run_here(job: ChunkJob, store: TileStore, model: str | Path, pending: list,
-              opts: PredictOptions, workers: int, threads: int, bar: tqdm,
-              timer: StageTimer) -> list:  # fmt: skip
+              handovers: Handovers, opts: PredictOptions, workers: int, threads: int,
+              bar: tqdm, timer: StageTimer) -> list:  # fmt: skip
     """Run the chunk graph in this process (threads); the model is released on return."""
     with timer.clock("load_model"):
         engine = open_engine(model, opts.device, threads, opts.amp)
-    graph, finals, timings = build_graph(job, engine, pending, store, ahead=2 * workers)
+    graph, finals, timings = build_graph(job, engine, pending, store, ahead=2 * workers,
+                                         stored=handovers)  # fmt: skip
     return run_graph(graph, finals + timings, workers, on_done=lambda _: bar.update(1))
 
 
 def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: str,
-                    pending: list, opts: PredictOptions, workers: int, bar: tqdm) -> list:  # fmt: skip
+                    pending: list, handovers: Handovers, opts: PredictOptions, workers: int,
+                    bar: tqdm) -> list:  # fmt: skip
     """Run the chunk graph on a dask.distributed cluster (workers share the tile store)."""
     from geoseg.inference.cluster import EngineSpec, open_client, run_distributed
 
@@ -135,7 +169,8 @@ def _run_on_cluster(job: ChunkJob, store: TileStore, model: str | Path, digest: 
     client = open_client(str(opts.scheduler), workers)
     bar.write(f"dask dashboard: {client.dashboard_link}")
     try:
-        graph, finals, timings = build_graph(job, spec, pending, store, ahead=2 * workers)
+        graph, finals, timings = build_graph(job, spec, pending, store, ahead=2 * workers,
+                                             stored=handovers)  # fmt: skip
         return run_distributed(client, graph, finals + timings, on_done=lambda _: bar.update(1))
     finally:
         cluster = client.cluster if opts.scheduler == "local" else None

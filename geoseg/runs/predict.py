@@ -23,7 +23,8 @@ from geoseg.runtime import gdal_env
 from geoseg.store.lock import store_lock
 
 if TYPE_CHECKING:
-    from geoseg.runs.compute import ProgressCallback
+    from geoseg.runs.compute import Computed, ProgressCallback
+    from geoseg.runs.polygons import PolygonsAhead
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +61,59 @@ def _predict_locked(run: RunSetup, t_start: float,
         return json.loads(run.paths["report"].read_text())
     # torch, Dask and the model load only once the inputs are known good: a bad input fails
     # in well under a second (plan_run reads headers and the card only)
-    from geoseg.runs.compute import compute_chunks
+    from geoseg.runs.compute import compute_chunks, open_store
     from geoseg.runs.space import check_free_space
-    from geoseg.runs.write import build_report, write_outputs
 
     check_free_space(run)
+    before = _stamps(run.paths)
+    polygons = None
     try:
-        done = compute_chunks(run, progress_callback)
+        store = open_store(run)
+        if "vectors" in run.paths:  # vectorised while the chunks are computed
+            from geoseg.inference.engine import StageTimer
+            from geoseg.runs.polygons import PolygonsAhead
+
+            polygons = PolygonsAhead(run, store, StageTimer()).start()
+        done = compute_chunks(run, progress_callback, store)
+        return _write_all(run, done, polygons, t_start, progress_callback)
     except BaseException:
-        _drop_empty_store(run.store_root)  # nothing to resume from: leave nothing behind
+        if polygons is not None:
+            polygons.cancel()
+        # an incomplete set is no result: remove what this attempt wrote (a tile store with
+        # chunks stays, so the same command resumes; one without is dropped)
+        for out in _written_since(before):
+            out.unlink(missing_ok=True)
+        _drop_empty_store(run.store_root)
         raise
+
+
+def _write_all(run: RunSetup, done: Computed, polygons: PolygonsAhead | None, t_start: float,
+               progress_callback: ProgressCallback | None) -> dict[str, Any]:  # fmt: skip
+    """The outputs and the report of computed chunks (polygons: joined, not written here)."""
+    from geoseg.runs.write import build_report, write_outputs
+
     stats = done.store.done_stats()
     if sum(s["valid_pixels"] for s in stats.values()) == 0:
         done.store.remove()
-        raise InputError(f"{image}: the scene has no valid pixel (all nodata); "
+        raise InputError(f"{run.image}: the scene has no valid pixel (all nodata); "
                          "check the file's nodata value and mask")  # fmt: skip
     if progress_callback is not None:
         progress_callback("outputs", len(run.plan.chunks), len(run.plan.chunks))
-    before = _stamps(run.paths)
+    t_chunks = time.perf_counter()
+    with gdal_env():
+        write_outputs(done.store, run.scene, run.card, run.paths, run.opts, done.timer,
+                      polygons=polygons and polygons.finish)  # fmt: skip
+    if polygons is not None:
+        for stage, value in polygons.timer.seconds.items():
+            done.timer.add(stage, value)
+        # what the polygons added to the run's wall time: their work after the last chunk
+        done.timer.add("polygons_after_chunks", max(0.0, (polygons.ended or t_chunks) - t_chunks))
+    report = build_report(run, done, stats, time.perf_counter() - t_start)
+    path, text = run.paths["report"], json.dumps(report, indent=2)
     try:
-        with gdal_env():
-            write_outputs(done.store, run.scene, run.card, run.paths, run.opts, done.timer)
-        report = build_report(run, done, stats, time.perf_counter() - t_start)
-        path, text = run.paths["report"], json.dumps(report, indent=2)
-        try:
-            atomic_write_text(path, text)
-        except OSError as err:
-            raise write_failed(path, path.parent, err, len(text.encode())) from err
-    except BaseException:
-        # an incomplete set is no result: remove what this attempt wrote (the tile store stays,
-        # so the same command writes them all again, without computing)
-        for out in _written_since(before):
-            out.unlink(missing_ok=True)
-        raise
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise write_failed(path, path.parent, err, len(text.encode())) from err
     return report
 
 
@@ -122,9 +143,11 @@ def _written_since(before: dict[Path, tuple[int, int] | None]) -> list[Path]:
 
 
 def _drop_empty_store(root: Path) -> None:
-    """Remove a tile store that holds no finished chunk (a run that failed before any)."""
+    """Remove a tile store that holds no finished chunk nor any spilled hand-over (a run that
+    failed before any)."""
     done = root / "done"
-    if root.is_dir() and not any(done.glob("[0-9]*_*.json")):
+    if (root.is_dir() and not any(done.glob("[0-9]*_*.json"))
+            and not any((root / "handover").glob("*.npy"))):  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
 
 

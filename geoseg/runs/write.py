@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from geoseg import __version__
 from geoseg.bundle.card import ModelCard
 from geoseg.config import NODATA
+from geoseg.geometry.window import BlockReader
 from geoseg.inference.engine import StageTimer
 from geoseg.runs.compute import Computed
 from geoseg.runs.job import RunSetup
@@ -17,8 +19,13 @@ from geoseg.store.tiles import TileStore
 
 
 def write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[str, Path],
-                  opts: PredictOptions, timer: StageTimer) -> None:  # fmt: skip
-    """Class (confidence, probability) COGs, QGIS styles, quicklook and polygons from the store."""
+                  opts: PredictOptions, timer: StageTimer,
+                  polygons: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Class (confidence, probability) COGs, QGIS styles, quicklook and polygons from the store.
+
+    ``polygons``: waits for a polygon layer written while the chunks were computed
+    (``runs.polygons``); without it, the layer is written here.
+    """
     with timer.clock("write_cog"):
         _write_cogs(store, scene, card, paths, opts)
     from geoseg.outputs.qgis import raster_qml, write_qml
@@ -28,8 +35,12 @@ def write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[s
     with timer.clock("quicklook"):
         write_quicklook(paths["classes"], paths["quicklook"], card.classes,
                         title=f"{paths['classes'].name} ({card.architecture})")  # fmt: skip
-    if "vectors" in paths:
-        _write_polygons(store, scene, card, paths, opts, timer)
+    if polygons is not None:
+        polygons()
+    elif "vectors" in paths:
+        read = store.reader("classes")
+        write_polygons(lambda window: read(window)[0], scene, card, paths, opts, timer,
+                       opts.progress)  # fmt: skip
 
 
 def _write_cogs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[str, Path],
@@ -51,18 +62,18 @@ def _write_cogs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[str
                   overview_resampling="average", progress=opts.progress)  # fmt: skip
 
 
-def _write_polygons(store: TileStore, scene: Scene, card: ModelCard, paths: dict[str, Path],
-                    opts: PredictOptions, timer: StageTimer) -> None:  # fmt: skip
+def write_polygons(read: BlockReader, scene: Scene, card: ModelCard, paths: dict[str, Path],
+                   opts: PredictOptions, timer: StageTimer, progress: bool) -> None:  # fmt: skip
+    """The polygon layer (and its QGIS style) from the class ids ``read`` returns per window."""
     from geoseg.outputs.qgis import embed_gpkg_style, vector_qml, write_qml
     from geoseg.outputs.vectors import polygonize_to_file
 
     with timer.clock("vectorise"):
-        read = store.reader("classes")
         # streamed chunk by chunk: memory does not grow with the number of polygons
-        vec = polygonize_to_file(lambda window: read(window)[0], scene.grid,
-                                 card.classes, paths["vectors"], chunk=opts.chunk,
-                                 nodata=NODATA, min_area=opts.min_area, simplify=opts.simplify,
-                                 layer=paths["vectors"].stem, progress=opts.progress)  # fmt: skip
+        vec = polygonize_to_file(read, scene.grid, card.classes, paths["vectors"],
+                                 chunk=opts.chunk, nodata=NODATA, min_area=opts.min_area,
+                                 simplify=opts.simplify, layer=paths["vectors"].stem,
+                                 progress=progress)  # fmt: skip
     qml = vector_qml(card.classes)
     write_qml(paths["vectors_style"], qml)
     if opts.vector == "gpkg":
@@ -99,6 +110,8 @@ def build_report(run: RunSetup, done: Computed, stats: dict, wall: float) -> dic
                    "recomputed_damaged": len(done.damaged),
                    "tiles_run": int(sec.pop("tiles", 0)),
                    "tiles_skipped_nodata": int(sec.pop("tiles_skipped_nodata", 0))},
+        # tiles of the plan resumed (their results were in the store) and run, with why
+        "tiles": done.tiles,
         "timings_s": {k: round(v, 3) for k, v in sec.items() if k != "polygons"} | {
             "total": round(wall, 3)},
         "polygons": int(sec.get("polygons", 0)),

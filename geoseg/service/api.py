@@ -17,59 +17,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from geoseg import __version__
-from geoseg.errors import GeosegError
 from geoseg.service import jobs as J
 from geoseg.service import scenes as S
-from geoseg.service.access import AccessError, root_names
+from geoseg.service.access import root_names
 from geoseg.service.bundles import list_models
 from geoseg.service.manager import JobManager, job_log
 from geoseg.service.settings import ServiceSettings
-from geoseg.service.store import FINAL, Store, StoreError, open_store
-from geoseg.service.tiles import class_tile, scene_tile
+from geoseg.service.store import FINAL, Store, open_store
+from geoseg.service.tiles import Renderer, class_tile, features_at, scene_tile
+from geoseg.service.web import NotFound, install_errors, install_headers, json_body
 
 STATIC = Path(__file__).parent / "static"
-JSON_LIMIT = 1 << 20
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob:; worker-src 'self' blob:; child-src blob:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")  # fmt: skip
 
 
 MEDIA = {".tif": "image/tiff", ".gpkg": "application/geopackage+sqlite3",
          ".parquet": "application/vnd.apache.parquet", ".qml": "application/xml",
          ".json": "application/json", ".png": "image/png", ".log": "text/plain"}  # fmt: skip
-
-
-class NotFound(LookupError):
-    """Something the user asked for does not exist (for them)."""
-
-
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-async def _json_body(request: Request) -> Any:
-    """The request's JSON body (at most 1 MiB)."""
-    if not request.headers.get("content-type", "").startswith("application/json"):
-        raise GeosegError("send a JSON body with Content-Type: application/json")
-    size = 0
-    parts = []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > JSON_LIMIT:
-            raise S.UploadTooLarge("JSON body larger than 1 MiB; send less")
-        parts.append(chunk)
-    try:
-        return json.loads(b"".join(parts) or b"null")
-    except ValueError as exc:
-        raise GeosegError(f"body: not valid JSON ({exc}); fix the syntax") from None
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -78,19 +48,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     manager = JobManager(settings, store)
     manager.lock_data()  # a second server on this data folder stops here, with one line
     bearer = HTTPBearer(auto_error=False, description="token from `geoseg serve token create`")
-    # tiles render two at a time: dozens of rendering threads would starve the event loop
-    # (the GIL) and make every status request wait behind them
-    renders = asyncio.Semaphore(2)
-
-    async def render(fn: Any, *args: Any) -> bytes:
-        async with renders:
-            return await run_in_threadpool(fn, *args)
+    render = Renderer(settings.tile_threads, settings.tile_nice)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         manager.start()
         yield
         await asyncio.to_thread(manager.stop)
+        render.close()
         store.close()
 
     app = FastAPI(title="geoseg", version=__version__, lifespan=lifespan, docs_url=None,
@@ -98,8 +63,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                   description="Segmentation jobs over HTTP: register scenes, submit the predict "
                   "job, follow it, view and download its outputs.")  # fmt: skip
     app.state.settings, app.state.store, app.state.manager = settings, store, manager
-    _errors(app)
-    _headers(app, settings)
+    install_errors(app)
+    install_headers(app, settings)
 
     def current_user(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> dict:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
@@ -162,7 +127,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                         ) -> dict[str, Any]:  # fmt: skip
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("application/json"):
-            req = S.parse_scene_request(await _json_body(request))
+            req = S.parse_scene_request(await json_body(request))
             label, kind, mods = await run_in_threadpool(S.scene_from_request, req,
                                                         settings.allow_roots)  # fmt: skip
             info = await run_in_threadpool(S.describe_scene, mods, settings.max_pixels)
@@ -222,11 +187,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             if old is not None:
                 response.status_code = 200
                 return with_links(J.job_view(old))
-        req = J.parse_job_request(await _json_body(request))
+        req = J.parse_job_request(await json_body(request))
         spec = await run_in_threadpool(J.resolve_job, req, user["id"], settings,
                                        lambda sid: store.scene(user["id"], sid))  # fmt: skip
         job, new = store.add_job(user["id"], spec, idempotency_key)
-        if not new:
+        if new:
+            manager.wake()  # it starts now if a slot is free, not at the next poll
+        else:
             response.status_code = 200
         response.headers["Location"] = f"/api/v1/jobs/{job['id']}"
         return with_links(J.job_view(job))
@@ -250,6 +217,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if not store.set_job(job_id, only_if=("queued",), state="cancelled", finished=now,
                              cancel_requested=True):  # fmt: skip
             store.set_job(job_id, only_if=("running",), cancel_requested=True)
+            manager.wake()  # its runner is told now
         return with_links(J.job_view(own_job(job_id, user)))
 
     @api.get("/jobs/{job_id}/events", summary="Server-Sent Events: the job's progress",
@@ -343,7 +311,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                        scene: str | None = None) -> dict[str, Any]:  # fmt: skip
         job = own_job(job_id, user)
         path = scene_output(job, scene, "vectors")
-        return await run_in_threadpool(_features_at, path, lon, lat)
+        return await run_in_threadpool(features_at, path, lon, lat)
 
     app.include_router(api)
 
@@ -360,80 +328,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _features_at(path: Path, lon: float, lat: float) -> dict[str, Any]:
-    """Polygons of a layer containing a WGS 84 point, as GeoJSON in WGS 84."""
-    import geopandas as gpd
-    import pyogrio
-    from pyproj import Transformer
-    from shapely.geometry import Point
-
-    layer = path.stem if path.suffix == ".gpkg" else None
-    info = pyogrio.read_info(path, layer=layer)
-    crs = info.get("crs") or "EPSG:4326"
-    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
-    eps = 1e-6
-    if path.suffix == ".parquet":
-        gdf = gpd.read_parquet(path, bbox=(x - eps, y - eps, x + eps, y + eps))
-    else:
-        gdf = gpd.read_file(path, layer=layer, bbox=(x - eps, y - eps, x + eps, y + eps))
-    gdf = gdf[gdf.contains(Point(x, y))]
-    return json.loads(gdf.to_crs("EPSG:4326").to_json()) if len(gdf) else {
-        "type": "FeatureCollection", "features": []}  # fmt: skip
-
-
-def _errors(app: FastAPI) -> None:
-    """Every error as JSON ``{"detail": one line}`` with a fitting status."""
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errs = exc.errors()
-        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",))
-        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
-        return _error(422, f"{loc}: {first.get('msg')}; fix this value{more}")
-
-    # errors -> HTTP status; the message (one line naming the problem) is the JSON detail
-    statuses = {S.UploadTooLarge: 413, AccessError: 403, NotFound: 404, LookupError: 404,
-                StoreError: 503, GeosegError: 422}  # fmt: skip
-
-    async def as_json(_: Request, exc: Exception) -> JSONResponse:
-        status = next(code for cls, code in statuses.items() if isinstance(exc, cls))
-        return _error(status, str(exc.args[0]) if exc.args else "not found")
-
-    for cls in statuses:
-        app.add_exception_handler(cls, as_json)
-
-    @app.exception_handler(OSError)
-    async def os_error(_: Request, exc: OSError) -> JSONResponse:
-        return _error(503, f"the server cannot read or write its files ({exc.strerror or exc}); "
-                      "check the data folder's free space and permissions")  # fmt: skip
-
-
-def _headers(app: FastAPI, settings: ServiceSettings) -> None:
-    """Security headers on every response; CORS only for the origins given."""
-
-    @app.middleware("http")
-    async def secure(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
-
-    if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
-                                          "Range"])  # fmt: skip
 
 
 __all__ = ["Store", "create_app"]

@@ -1,11 +1,12 @@
 """The job manager: the Dask cluster the jobs run on, and the dispatcher thread that starts a
-runner process per job (at most ``--max-jobs`` at once, in submission order), passes
-cancellations on, and records runners that died without a word.
+runner process per job (at most ``--max-jobs`` at once, in submission order; forked by a
+zygote that holds the imports, so a job starts at once), passes cancellations on, and records
+runners that died without a word.
 
 The API process never runs a model: chunks run on the cluster's worker processes (a
-``LocalCluster`` of one single-threaded process per core by default — never more compute
-threads than cores — or an existing cluster at ``--scheduler tcp://...``), the rest of a job
-(planning, COGs, polygons) in its runner process.
+``LocalCluster`` of one worker process with a thread per core by default — never more
+compute threads than cores — or an existing cluster at ``--scheduler tcp://...``), the rest of
+a job (planning, COGs, polygons) in its runner process.
 """
 
 from __future__ import annotations
@@ -25,26 +26,9 @@ from typing import Any
 from geoseg.runtime import available_cores
 from geoseg.service.settings import ServiceSettings
 from geoseg.service.store import Store, StoreError
+from geoseg.service.zygote import Zygote
 
 log = logging.getLogger(__name__)
-
-try:
-    from distributed.diagnostics.plugin import WorkerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    WorkerPlugin = object  # type: ignore[assignment,misc]
-
-
-class OneThreadPerWorker(WorkerPlugin):  # type: ignore[misc]
-    """Local workers keep torch at one thread (OMP_NUM_THREADS=1 is set for them): one
-    single-threaded process per core, so the API keeps a core's share of time."""
-
-    idempotent = True
-    name = "geoseg-service-threads"
-
-    def setup(self, worker: Any) -> None:
-        worker._geoseg_threads_set = True  # geoseg.inference.cluster: leave torch's threads
-        os.environ["OMP_NUM_THREADS"] = "1"
-
 
 def _warm_up() -> None:
     """Import what chunk tasks need (torch, the model registry) in a worker."""
@@ -62,11 +46,12 @@ class JobManager:
         self.logs: dict[str, Any] = {}
         self.signalled: set[str] = set()
         self.scheduler: str | None = None
-        self._spare: subprocess.Popen | None = None  # a runner with its imports done
+        self._zygote: Zygote | None = None  # forks runners with their imports done
         self.cluster: Any = None
         self.client: Any = None
         self.error: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a job was submitted or cancelled: tick now
         self._released = threading.Event()  # runners are gone: the dispatcher thread may end
         self._tick_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -102,6 +87,7 @@ class JobManager:
         The dispatcher thread lives until the runners are gone: they die with the thread that
         started them (PR_SET_PDEATHSIG), and must first hand their jobs back."""
         self._stop.set()
+        self._wake.set()
         with self._tick_lock:  # a tick under way ends first
             pass
         for proc in list(self.procs.values()):
@@ -115,14 +101,9 @@ class JobManager:
                 proc.kill()
                 proc.wait(5)
             self.store.set_job(jid, only_if=("running",), state="queued", pid=None)
-        spare, self._spare = self._spare, None
-        if spare is not None:  # end of stdin: it exits
-            with contextlib.suppress(OSError):
-                spare.stdin.close()  # type: ignore[union-attr]
-            try:
-                spare.wait(5)
-            except subprocess.TimeoutExpired:
-                spare.kill()
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.close()
         self._released.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -136,25 +117,16 @@ class JobManager:
         if self.settings.scheduler != "local":
             self.scheduler = self.settings.scheduler
             return
-        import dask
-        from distributed import Client, LocalCluster
+        from geoseg.inference.local_cluster import cluster_shape, start_local_cluster
 
-        n = self.settings.workers or available_cores()
-        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536: every large temporary of the
-        # model is then returned to the OS and faulted in again — a U-Net tile ran 40 % slower
-        # (0.88 s against 0.62 s for 512², one thread); glibc's own adaptive threshold it is
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                        silence_logs=logging.WARNING,
-                                        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # fmt: skip
-        self.client = Client(self.cluster)
-        self.client.register_plugin(OneThreadPerWorker())
+        n, threads = cluster_shape(self.settings.workers, available_cores())
+        self.cluster, self.client = start_local_cluster(n, threads)
         # load torch and the inference code in the workers now, not in the first job
         threading.Thread(target=self.client.run, args=(_warm_up,), daemon=True,
                          name="geoseg-warm-up").start()  # fmt: skip
         self.scheduler = self.cluster.scheduler_address
-        log.info("local Dask cluster: %d worker process(es) x 1 thread at %s", n, self.scheduler)
+        log.info("local Dask cluster: %d worker process(es) x %d thread(s) at %s", n, threads,
+                 self.scheduler)  # fmt: skip
 
     def _close_cluster(self) -> None:
         for thing in (self.client, self.cluster):
@@ -171,7 +143,7 @@ class JobManager:
             self.error = f"cannot start the Dask cluster: {exc}"
             log.error("%s; jobs stay queued", self.error)
             return
-        self._spawn_spare()
+        self._spawn_zygote()
         while not self._stop.is_set():
             try:
                 with self._tick_lock:
@@ -180,29 +152,39 @@ class JobManager:
             except Exception:  # a full disk or a locked store must not end dispatching
                 log.exception("dispatcher: error (retrying)")
                 self._stop.wait(2.0)
-            self._stop.wait(self.poll)
+            self._wake.wait(self.poll)
+            self._wake.clear()
         self._released.wait()
+
+    def wake(self) -> None:
+        """Tick now, not at the next poll (the API calls it when a job is submitted or
+        cancelled: the job starts, or its runner is told, at once)."""
+        self._wake.set()
 
     def tick(self) -> None:
         """Reap finished runners, pass cancellations on, start queued jobs."""
         self._reap()
         running = self.store.jobs(states=("running",))
+        # a runner whose job is over (done, failed, cancelled) holds no slot while it exits
+        # (interpreter teardown with torch loaded takes a second or more)
+        active = {j["id"] for j in running} & set(self.procs)
         for job in running:
             jid = job["id"]
             if job["cancel_requested"] and jid in self.procs and jid not in self.signalled:
                 self.signalled.add(jid)
                 with contextlib.suppress(OSError):
                     self.procs[jid].send_signal(signal.SIGTERM)
-        if len(self.procs) >= self.settings.max_jobs or self.scheduler is None:
+        if len(active) >= self.settings.max_jobs or self.scheduler is None:
             return
         busy = {j["spec"].get("lock") for j in running}
         for job in self.store.jobs(states=("queued",)):
-            if len(self.procs) >= self.settings.max_jobs:
+            if len(active) >= self.settings.max_jobs:
                 break
             if job["spec"].get("lock") in busy:
                 continue  # the same scenes and model are running: their tile stores are in use
             if self._launch(job):
                 busy.add(job["spec"].get("lock"))
+                active.add(job["id"])
 
     def _launch(self, job: dict[str, Any]) -> bool:
         jid = job["id"]
@@ -221,21 +203,17 @@ class JobManager:
                                      f"({exc.strerror}); check the data folder's space and "
                                      "permissions")  # fmt: skip
             return False
-        proc, spare = None, self._spare
-        self._spare = None
-        if spare is not None and spare.poll() is None:  # hand the job to the spare runner
-            try:
-                spare.stdin.write(f"{jid}\n".encode())  # type: ignore[union-attr]
-                spare.stdin.close()  # type: ignore[union-attr]
-                proc = spare
-            except OSError:
-                spare.kill()
+        proc: Any = None
+        if self._zygote is not None:
+            proc = self._zygote.fork(jid)
+            if proc is None:  # it died: start another for the next job
+                self._zygote = None
+                self._spawn_zygote()
         if proc is None:
             proc = subprocess.Popen([*self._runner_cmd(), "--job", jid], stdout=fh,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)  # fmt: skip
         self.procs[jid], self.logs[jid] = proc, fh
-        self._spawn_spare()
         self.store.set_job(jid, pid=proc.pid)
         log.info("job %s: started runner %d", jid, proc.pid)
         return True
@@ -247,18 +225,18 @@ class JobManager:
             cmd.append("--gpu-resource")
         return cmd
 
-    def _spawn_spare(self) -> None:
-        """Start the next job's runner now: its imports (torch...) happen before the job."""
-        if self._stop.is_set() or self.scheduler is None:
+    def _spawn_zygote(self) -> None:
+        """Start the process that forks the job runners (Linux: fork is safe with torch
+        imported but never used there; elsewhere each runner is a new process)."""
+        if self._stop.is_set() or self.scheduler is None or not sys.platform.startswith("linux"):
             return
         try:
             folder = self.settings.data / "logs"
             folder.mkdir(exist_ok=True)
-            with open(folder / "runners.log", "ab") as fh:  # a spare's output until it has a job
-                self._spare = subprocess.Popen(self._runner_cmd(), stdin=subprocess.PIPE, stdout=fh,
-                                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self._zygote = Zygote([*self._runner_cmd(), "--zygote"], folder / "runners.log")
         except OSError as exc:
-            log.warning("cannot start a spare job runner (%s); jobs start without one", exc)
+            log.warning("cannot start the job runners' zygote (%s); each job starts a new "
+                        "process", exc)  # fmt: skip
 
     def _reap(self) -> None:
         for jid, proc in list(self.procs.items()):

@@ -1,9 +1,10 @@
 """The process that runs one job: ``python -m geoseg.service.runner --data DIR --job ID
---scheduler ADDR --parent PID``, started by the server's job manager. Without ``--job`` it is
-a spare: it imports what a job needs (torch, Dask, the predict job) at once, then waits for a
-job id on stdin, so a job starts without paying for the imports.
+--scheduler ADDR --parent PID``, started by the server's job manager; or, with ``--zygote``
+instead of ``--job``, the process that imports what a job needs (torch, Dask, the predict job)
+once, then forks one runner per job id read from stdin: a job starts in milliseconds and no
+job pays for (or shares its cores with) the next job's imports.
 
-It dies with the server (Linux: ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread), so a
+A runner dies with the server (Linux: ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread), so a
 ``kill -9`` of the server leaves no orphan computing beside the requeued job. SIGTERM cancels
 the job (its client closes, the cluster drops the chunks not started; what is done stays in the
 tile store), SIGINT hands it back to the queue. Its log (stdout/stderr) is the job's log file.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from geoseg.service.jobs import JobCancelled, JobInterrupted, run_job
@@ -28,17 +31,20 @@ log = logging.getLogger("geoseg.service.runner")
 
 
 def _die_with_parent(parent: int) -> None:
-    """Exit when the server process goes away, whichever way it went."""
+    """Exit when the parent process goes away, whichever way it went."""
+    watched = False
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+            watched = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:  # the parent died before the line above ran
         os._exit(3)
+    if watched:  # no watchdog thread: a zygote must fork without threads
+        return
 
     def watch() -> None:
         while True:
@@ -75,24 +81,95 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one job; its final state is written to the store before the process exits."""
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="geoseg.service.runner")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--job", default=None,
-                    help="the job to run (without it: a spare, waiting for a job id on stdin)")
+    ap.add_argument("--job", default=None, help="the job to run")
+    ap.add_argument("--zygote", action="store_true",
+                    help="instead of --job: import once, fork a runner per job id on stdin")
     ap.add_argument("--scheduler", required=True)
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--gpu-resource", action="store_true",
                     help="chunk tasks of cuda jobs ask for one GPU resource")
     args = ap.parse_args(argv)
+    if (args.job is None) == (not args.zygote):
+        ap.error("give --job ID or --zygote")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job (``--job``), or be the zygote (``--zygote``)."""
+    args = _parse(argv)
     _die_with_parent(args.parent)
-    if args.job is None:
-        _preload()
-        args.job = sys.stdin.readline().strip()
-        if not args.job:  # the server stopped before handing a job over
+    if args.zygote:
+        return zygote(args)
+    return run_one(args)
+
+
+def zygote(args: argparse.Namespace) -> int:
+    """Import what jobs need, then fork a runner per job id read from stdin.
+
+    Reports ``started JOB PID`` and ``exited PID CODE`` on stdout, a line each; ends at the
+    end of stdin. It never starts a thread, opens the store or connects to the cluster, so
+    a forked runner starts clean."""
+    _preload()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops the runners itself
+    children: set[int] = set()
+    pending = b""
+    while True:
+        ready = select.select([0], [], [], 0.1)[0]
+        _reap_children(children)
+        if not ready:
+            continue
+        data = os.read(0, 4096)
+        if not data:
             return 0
-        _output_to(Path(args.data) / "jobs" / args.job / "job.log")
+        *lines, pending = (pending + data).split(b"\n")
+        for line in filter(None, (x.decode().strip() for x in lines)):
+            children.add(_fork_runner(args, line))
+
+
+def _reap_children(children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        os.write(1, f"exited {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+
+
+def _fork_runner(args: argparse.Namespace, job_id: str) -> int:
+    """Fork the runner of ``job_id`` (in the child: run it, exit); returns its pid."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        os.write(1, f"started {job_id} {pid}\n".encode())
+        return pid
+    code = 1
+    try:
+        os.setsid()  # as a runner started on its own: no terminal signals
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent(parent)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        _output_to(Path(args.data) / "jobs" / job_id / "job.log")
+        args.job = job_id
+        code = run_one(args)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """Run one job; its final state is written to the store before the process exits."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     for noisy in ("distributed", "bokeh", "tornado"):
@@ -120,8 +197,25 @@ def main(argv: list[str] | None = None) -> int:
     def write_progress(progress: dict) -> None:
         store.set_job(job["id"], only_if=("running",), progress=progress)
 
+    return _finish(job, store, lambda: run_job(job, data, args.scheduler, write_progress,
+                                               args.gpu_resource))  # fmt: skip
+
+
+def _unless_orphaned(parent: int, exc: Exception) -> None:
+    """A lost connection may be the server's death taking the cluster with it: the
+    parent-death signal is then on its way (through the zygote, one process later than the
+    workers'). Wait for it rather than fail a job the next server will resume."""
+    if isinstance(exc, OSError):  # distributed's CommClosedError included
+        time.sleep(1.0)
+    if os.getppid() != parent:
+        os._exit(3)
+
+
+def _finish(job: dict, store: Store, run: Callable[[], dict]) -> int:
+    """Run the job; record how it ended (done, cancelled, back to the queue, failed)."""
+    parent = os.getppid()
     try:
-        result = run_job(job, data, args.scheduler, write_progress, args.gpu_resource)
+        result = run()
     except JobCancelled:
         log.info("job %s cancelled; finished chunks stay in the tile store", job["id"])
         store.set_job(job["id"], only_if=("running",), state="cancelled", finished=time.time())
@@ -132,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:
         traceback.print_exc()
+        _unless_orphaned(parent, exc)
         log.error("job %s failed: %s", job["id"], _one_line(exc))
         store.set_job(job["id"], only_if=("running",), state="failed", error=_one_line(exc),
                       finished=time.time())  # fmt: skip

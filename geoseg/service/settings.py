@@ -22,7 +22,11 @@ class ServiceSettings(StrictModel):
                            "tcp://HOST:PORT of an existing Dask cluster")
     max_jobs: int = Field(1, ge=1, description="jobs running at once; the others queue in order")
     workers: int | None = Field(None, ge=1, description="local cluster worker processes "
-                                "(default: cores; one thread each)")
+                                "(default 1, a thread per core; N share the cores)")
+    tile_threads: int = Field(2, ge=1, le=64, description="map tiles rendered at once")
+    tile_nice: int = Field(10, ge=0, le=19, description="OS priority of tile rendering below "
+                           "the server's (Linux; 0: the same): a running job keeps its cores, "
+                           "the map waits while it runs")
     max_upload_mb: float = Field(2048, gt=0, description="largest accepted upload (MiB)")
     max_pixels: int = Field(2_000_000_000, ge=1, description="largest scene accepted (pixels)")
     cors_origins: tuple[str, ...] = Field((), description="origins allowed by CORS (default: none)")

@@ -2,8 +2,10 @@
 
 Every stored chunk is checked before a resumed run trusts it: its done marker holds the CRC-32
 of each array as written, and :meth:`TileStore.verify` reads the chunks back and compares
-(a truncated or corrupt chunk file is recomputed, not trusted). Spilled hand-overs carry a
-CRC-32 too. One run at a time per store: :meth:`TileStore.lock` (``geoseg.store.lock``).
+(a truncated or corrupt chunk file is recomputed, not trusted). The blend sums a chunk's
+tiles hand to its neighbours are spilled here with a CRC-32 too, and outlive a killed run: a
+resumed run reuses the intact ones, so it runs only the tiles of chunks in flight at the kill.
+One run at a time per store: :meth:`TileStore.lock` (``geoseg.store.lock``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import shutil
 import zlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 
 #: arrays of a chunk, in the order their checksums are listed
 ARRAYS = ("classes", "confidence", "probabilities")
+
+#: a hand-over's source and receiving chunk, and where spilled hand-overs are found
+Link = tuple[tuple[int, int], tuple[int, int]]
+Handovers = dict[Link, Path]
 
 
 def crc32(array: np.ndarray) -> int:
@@ -206,18 +212,18 @@ class TileStore:
 
     def put_handover(self, src: tuple[int, int], dst: tuple[int, int],
                      part: np.ndarray, valid: np.ndarray) -> Path:  # fmt: skip
-        """Spill the blend sums chunk ``src`` hands to chunk ``dst`` in a later chunk row.
+        """Spill the blend sums chunk ``src`` hands to a neighbouring chunk ``dst``.
 
-        Row-major order keeps such a hand-over waiting for a whole chunk row: in memory these
-        would grow with the scene's width (measured +130 MB from 4096 to 16384 px wide).
-        Written under a temporary name and renamed: a recomputed ``accumulate`` (its worker
-        died) may rewrite the file while a ``finish`` reads it. The CRC-32 of both arrays
-        follows them in the file.
+        Spilled, not kept in memory: hand-overs to the next chunk row wait for a whole row
+        (in memory they would grow with the scene's width: measured +130 MB from 4096 to
+        16384 px wide), and a spilled piece outlives a killed run, so a resumed run reuses it
+        instead of running its tiles again (:meth:`stored_handovers`). Written under a
+        temporary name and renamed: a recomputed ``accumulate`` (its worker died) may rewrite
+        the file while a ``finish`` reads it. The CRC-32 of both arrays follows them.
         """
-        folder = self.root / "handover"
-        path = folder / f"{src[0]}_{src[1]}-{dst[0]}_{dst[1]}.npy"
+        path = self._handover_path(src, dst)
         try:
-            folder.mkdir(exist_ok=True)
+            path.parent.mkdir(exist_ok=True)
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 out = _Writer(fh)  # numpy's tofile would lose the errno of a full disk
                 np.save(out, part)
@@ -262,8 +268,43 @@ class TileStore:
         return _stats(json.loads(self._marker(index).read_text()))
 
     def clear_handovers(self) -> None:
-        """Forget hand-overs no pending chunk will read (an interrupted run's are recomputed)."""
+        """Forget every hand-over (once all chunks are stored, none is read again)."""
         shutil.rmtree(self.root / "handover", ignore_errors=True)
+
+    def _handover_path(self, src: tuple[int, int], dst: tuple[int, int]) -> Path:
+        return self.root / "handover" / f"{src[0]}_{src[1]}-{dst[0]}_{dst[1]}.npy"
+
+    def stored_handovers(self, pending: Collection[tuple[int, int]]) -> tuple[Handovers, list[Link]]:
+        """The hand-overs a resumed run can reuse: those to ``pending`` chunks, read back intact.
+
+        Removes the rest: temporaries of a killed writer, hand-overs to chunks already stored,
+        and damaged ones (truncated, corrupt: their source chunk's tiles run again).
+
+        Returns:
+            ``{(src, dst): path}`` of the good hand-overs, and the ``(src, dst)`` of damaged ones.
+        """
+        folder, wanted = self.root / "handover", set(pending)
+        good: Handovers = {}
+        bad: list[Link] = []
+        for p in folder.glob(".*"):
+            p.unlink(missing_ok=True)
+        for p in sorted(folder.glob("*.npy")):
+            link = _parse_link(p.stem)
+            if link is None or link[1] not in wanted:
+                p.unlink(missing_ok=True)
+                continue
+            try:
+                self.read_handover(p)
+            except OutputError:
+                bad.append(link)
+                p.unlink(missing_ok=True)
+            else:
+                good[link] = p
+        if bad:
+            log.warning("%s: %d spilled hand-over(s) damaged (truncated or corrupt): %s; "
+                        "running their tiles again", self.root, len(bad),
+                        ", ".join(f"{a}_{b}-{c}_{d}" for (a, b), (c, d) in bad[:10]))  # fmt: skip
+        return good, bad
 
     def bytes_to_go(self) -> int:
         """Uncompressed bytes of the chunks not stored yet (an upper bound of what the store
@@ -288,6 +329,15 @@ class TileStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _parse_link(stem: str) -> Link | None:
+    """``(src, dst)`` from a hand-over's name ``i_j-k_l`` (None: not a hand-over's name)."""
+    try:
+        a, b = (tuple(int(x) for x in part.split("_")) for part in stem.split("-"))
+    except ValueError:
+        return None
+    return (a, b) if len(a) == 2 and len(b) == 2 else None  # type: ignore[return-value]
 
 
 def _stats(marker: dict[str, Any]) -> dict[str, Any]:

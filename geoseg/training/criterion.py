@@ -74,7 +74,16 @@ class TrainModule(nn.Module):
         weight = inputs.pop(WEIGHT, None)
         if self.own_loss:
             return self.model.training_loss(inputs, target)  # type: ignore[operator]
+        members = getattr(self.model, "member_logits", None)
+        if members is not None:  # an ensemble: every member trained on its own loss
+            outs = members(inputs)
+            loss = torch.stack([self._loss(o, target, weight) for o in outs]).mean()
+            return {"loss": loss, "logits": torch.stack(outs).mean(0).detach()}
         logits = self.model(inputs)
+        return {"loss": self._loss(logits, target, weight), "logits": logits.detach()}
+
+    def _loss(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+        """The configured loss of one set of logits."""
         name = self.loss_name
         loss = logits.new_zeros(())
         if name == "focal" or (weight is not None and name in ("ce", "ce_dice")):
@@ -89,7 +98,7 @@ class TrainModule(nn.Module):
                 loss = loss + logits.sum() * 0.0
         if name in ("dice", "ce_dice"):
             loss = loss + self.spec.dice_weight * soft_dice_loss(logits, target)
-        return {"loss": loss, "logits": logits.detach()}
+        return loss
 
     def _weighted_ce(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         """Cross-entropy (focal when ``name: focal``) with per-pixel weights, averaged as

@@ -1,14 +1,10 @@
-"""`geoseg predict` end to end through the CLI: outputs, georeferencing, resume, bad input."""
+"""`geoseg predict` end to end through the CLI: outputs, georeferencing, bad input."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,7 +15,6 @@ from rasterio.features import rasterize
 from rio_cogeo.cogeo import cog_validate
 
 from geoseg.bundle.untrained import init_bundle
-from geoseg.testing import mosaic_scene
 from tests.support import DATA, RGB, invoke, run_cli, shared
 from tests.support import write_geotiff as write
 
@@ -97,43 +92,6 @@ def test_geographic_crs_gives_correct_areas(unet_rgb: Path, tmp_path: Path) -> N
     assert total == pytest.approx(full * valid.mean(), rel=5e-3)
     gdf = gpd.read_file(tmp_path / "o" / "2020_polygons.gpkg", layer="2020_polygons")
     assert gdf.area_m2.sum() == pytest.approx(total, rel=5e-3)
-
-
-@pytest.mark.slow
-def test_resume_after_sigkill_gives_identical_output(unet_rgb: Path, tmp_path: Path) -> None:
-    scene = mosaic_scene(RGB, tmp_path / "big.tif", 1536)
-    args = ["predict", scene, "--model", unet_rgb, "--chunk", "128", "--tile", "128",
-            "--overlap", "16", "--no-progress", "--vector", "none"]  # fmt: skip
-    run_cli(*args, "--out", tmp_path / "ref", "--tiles-dir", tmp_path / "tref")
-    cmd = [sys.executable, "-m", "geoseg.cli.main", *map(str, args), "--out", str(tmp_path / "res"),
-           "--tiles-dir", str(tmp_path / "tiles")]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    done_dir = None
-    while time.time() < deadline:
-        found = list((tmp_path / "tiles").glob("*/done"))
-        if found and len(list(found[0].glob("*.json"))) >= 20:
-            done_dir = found[0]
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert done_dir is not None
-    n_done = len(list(done_dir.glob("*.json")))
-    assert n_done < 144, "the run finished before it could be killed; make it longer"
-    assert not (tmp_path / "res" / "big_classes.tif").exists()
-    run_cli(*args, "--out", tmp_path / "res", "--tiles-dir", tmp_path / "tiles")
-    report = json.loads((tmp_path / "res" / "big_report.json").read_text())
-    assert report["chunks"]["resumed"] >= n_done and report["chunks"]["computed"] <= 144 - n_done
-    with rasterio.open(tmp_path / "res" / "big_classes.tif") as a, \
-            rasterio.open(tmp_path / "ref" / "big_classes.tif") as b:  # fmt: skip
-        np.testing.assert_array_equal(a.read(), b.read())
-    # blend sums spilled for the next chunk row: none left, neither the killed run's nor the
-    # pieces the resumed run recomputed for chunks that were already done
-    assert not list((tmp_path / "tiles").glob("*/handover/*"))
-    # a finished run is not recomputed
-    run_cli(*args, "--out", tmp_path / "res", "--tiles-dir", tmp_path / "tiles")
-    assert json.loads((tmp_path / "res" / "big_report.json").read_text())["run"] == report["run"]
 
 
 def test_scene_smaller_than_one_tile_works(unet_rgb: Path, tmp_path: Path) -> None:

@@ -132,12 +132,19 @@ def _store(job: ChunkJob, root: Path) -> TileStore:
     return TileStore.create(root, job.scene.grid.shape, job.plan.chunk, len(job.class_ids), False, {})
 
 
-def test_next_row_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) -> None:
+def test_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) -> None:
     job, engine = _chunked(unet_rgb)
     store = _store(job, tmp_path / "s")
+    job.keep_own_rate = 0.0  # a chunk whose tiles run fast keeps its own in memory
     pieces = accumulate(job, engine, (0, 0), store)["pieces"]
     spilled = {dst for dst, (_, part, _) in pieces.items() if isinstance(part, Path)}
-    assert spilled == {dst for dst in pieces if dst[0] > 0} and (1, 0) in spilled
+    # every piece but the chunk's own: they outlive a killed run
+    assert spilled == set(pieces) - {(0, 0)} and {(0, 1), (1, 0)} <= spilled
+    job.keep_own_rate = float("inf")  # one whose tiles took long spills its own too
+    slow = accumulate(job, engine, (0, 0), store)["pieces"]
+    assert all(isinstance(part, Path) for _, part, _ in slow.values())
+    np.testing.assert_array_equal(TileStore.read_handover(slow[(0, 0)][1])[0],
+                                  accumulate(job, engine, (0, 0))["pieces"][(0, 0)][1])  # fmt: skip
     in_memory = accumulate(job, engine, (0, 0))["pieces"]  # without a store: all in memory
     box, path, _ = pieces[(1, 0)]
     part, valid = TileStore.read_handover(path)

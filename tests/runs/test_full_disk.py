@@ -10,26 +10,20 @@ import resource
 from pathlib import Path
 
 import pytest
-import rasterio
 from rasterio.errors import RasterioIOError
-from rasterio.windows import Window
 
 from geoseg._files import space_problem, write_errno
 from geoseg.bundle.untrained import init_bundle
 from geoseg.runs.job import plan_run
 from geoseg.runs.options import PredictOptions
 from geoseg.runs.space import check_free_space
-from tests.support import RGB, invoke
+from tests.support import invoke, rgb_crop
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("disk")
-    with rasterio.open(RGB) as ds:
-        win = Window(200, 250, 256, 256)
-        prof = ds.profile | {"width": 256, "height": 256, "transform": ds.window_transform(win)}
-        with rasterio.open(d / "scene.tif", "w", **prof) as out:
-            out.write(ds.read(window=win))
+    rgb_crop(d / "scene.tif", 200, 250, 256, 256)
     model = init_bundle("tinycnn", {"image": 3}, 3, tile=64, output=d / "model")
     return {"dir": d, "scene": d / "scene.tif", "model": model}
 

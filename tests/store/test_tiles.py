@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
 
 from geoseg.bundle.untrained import init_bundle
 from geoseg.errors import OutputError
@@ -18,18 +17,14 @@ from geoseg.geometry.window import PixelWindow
 from geoseg.runs.options import PredictOptions
 from geoseg.runs.predict import predict
 from geoseg.store.tiles import TileStore
-from tests.support import RGB
+from tests.support import rgb_crop
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One finished run of a 256 x 384 scene in 2 x 3 chunks (tinycnn, tile 64)."""
     d = tmp_path_factory.mktemp("resume")
-    with rasterio.open(RGB) as ds:
-        win = Window(200, 250, 384, 256)
-        prof = ds.profile | {"width": 384, "height": 256, "transform": ds.window_transform(win)}
-        with rasterio.open(d / "scene.tif", "w", **prof) as out:
-            out.write(ds.read(window=win))
+    rgb_crop(d / "scene.tif", 200, 250, 384, 256)
     model = init_bundle("tinycnn", {"image": 3}, 3, tile=64, output=d / "model")
     opts = PredictOptions(chunk=128, tile=64, overlap=8, vector="none", progress=False,
                           tiles_dir=d / "tiles", workers=1)  # fmt: skip

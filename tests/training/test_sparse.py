@@ -272,3 +272,117 @@ steps:
     cfg = config(tmp_path, scenes=[scene], pretrain={"steps": 3, "batch": 2}, steps=2)
     train(cfg, run, progress=False)  # reuses <run>/pretrain
     assert "initialised 14/16 tensors" in caplog.text  # all but the class head
+
+
+# ---------------------------------------------------------------------------- the sparse model
+
+
+def _sparse_model(**args: object):
+    import torch
+
+    from geoseg.models import create
+
+    torch.manual_seed(0)
+    return create("sparsecnn", {"image": 4}, 3, **{"width": 8, **args})
+
+
+def test_sparse_model_averages_its_members_probabilities() -> None:
+    import torch
+
+    model = _sparse_model(members=3, tta=False).eval()
+    x = {"image": torch.randn(2, 4, 20, 24, generator=torch.Generator().manual_seed(0))}
+    with torch.no_grad():
+        got = model(x).softmax(1)
+        members = [m(torch.asinh(x["image"])).softmax(1) for m in model.members]
+    assert len({round(float(p[0, 0, 0, 0]), 6) for p in members}) == 3  # members differ
+    torch.testing.assert_close(got, torch.stack(members).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_model_tta_is_the_mean_over_flips_and_rotations() -> None:
+    import torch
+
+    model = _sparse_model(members=2, tta=True).eval()
+    x = {"image": torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))}
+    plain = _sparse_model(members=2, tta=False).eval()
+    views = []
+    with torch.no_grad():
+        for flip in (False, True):
+            for k in range(4):
+                t = torch.rot90(x["image"].flip(-1) if flip else x["image"], k, (-2, -1))
+                p = torch.rot90(plain({"image": t}).softmax(1), -k, (-2, -1))
+                views.append(p.flip(-1) if flip else p)
+        got = model(x).softmax(1)
+    assert not torch.allclose(views[0], views[5], atol=1e-4)  # the views differ
+    torch.testing.assert_close(got, torch.stack(views).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_each_member_is_trained_on_its_own_loss() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from geoseg.training.config import LossSpec
+    from geoseg.training.criterion import TrainModule
+
+    model = _sparse_model(members=3).train()
+    g = torch.Generator().manual_seed(2)
+    x = {"image": torch.randn(2, 4, 12, 12, generator=g)}
+    target = torch.randint(0, 3, (2, 12, 12), generator=g)
+    target[:, :6] = 255
+    out = TrainModule(model, LossSpec(name="ce"), None)(x, target)
+    each = [F.cross_entropy(o, target, ignore_index=255) for o in model.member_logits(x)]
+    torch.testing.assert_close(out["loss"], torch.stack(each).mean())
+    # not the loss of the averaged prediction (that would train one wide model)
+    with torch.no_grad():
+        mixed = F.nll_loss(model.eval()(x), target, ignore_index=255)
+    assert abs(float(mixed) - float(out["loss"].detach())) > 1e-3
+
+
+def test_the_sparse_recipe_defaults_to_the_sparse_model(tmp_path: Path) -> None:
+    scene = sparse_scene(tmp_path / "data")
+    cfg = TrainConfig.model_validate({"recipe": "sparse", "classes": CLASSES, "scenes": [scene]})
+    assert cfg.model.architecture == "sparsecnn" and cfg.model.arguments == {}
+    # a pipeline's own model wins
+    own = TrainConfig.model_validate({"recipe": "sparse", "classes": CLASSES, "scenes": [scene],
+                                      "model": {"architecture": "unet"}})  # fmt: skip
+    assert own.model.architecture == "unet"
+
+
+def test_tiled_sparse_model_prediction_equals_the_whole_array(tmp_path: Path) -> None:
+    import torch
+
+    from geoseg.bundle.bundle import load_bundle, save_bundle
+    from geoseg.inference.chunks import ChunkJob
+    from geoseg.inference.engine import Engine
+    from geoseg.inference.graph import build_graph, run_graph
+    from geoseg.scene.scene import Scene
+    from geoseg.store.tiles import TileStore
+    from geoseg.tiling.plan import TilePlan
+
+    model = _sparse_model(members=2, tta=True)
+    with torch.no_grad():  # make classes compete so the argmax is not constant
+        for m in model.members:
+            m.context[-1].weight.mul_(8)
+    mods = {"image": ModalityCard(bands=["blue", "green", "red", "nir"], mean=[500.0] * 4,
+                                  std=[400.0] * 4)}  # fmt: skip
+    card = ModelCard(architecture="sparsecnn", arguments=model.args.model_dump(mode="json"),
+                     modalities=mods, classes=CLASSES, tile_size=48, halo=model.halo)  # fmt: skip
+    engine = Engine(load_bundle(save_bundle(model.eval(), card, tmp_path / "model")))
+    scene = Scene.open({"image": sparse_scene(tmp_path / "data")["modalities"]["image"]["path"]})
+    arrays, valid = scene.read(WHOLE)
+    x = engine.normalise(arrays, valid)
+    ref = engine.probabilities({k: v[None] for k, v in x.items()})[0]
+    assert len(np.unique(ref.argmax(0)[valid])) == 3
+    ids = np.array([c["id"] for c in CLASSES], np.uint8)
+    for tile, overlap, chunk in [(48, 16, 64), (40, 8, 100)]:
+        plan = TilePlan(SIZE, SIZE, tile, overlap, chunk)
+        store = TileStore.create(tmp_path / f"s{tile}", (SIZE, SIZE), chunk, 3, True, {})
+        graph, finals, timings = build_graph(ChunkJob(scene, plan, 4, ids, True), engine,
+                                             list(plan.chunks), store)  # fmt: skip
+        run_graph(graph, finals + timings, 1)
+        cls = store.reader("classes")(WHOLE)[0]
+        probs = store.reader("probabilities")(WHOLE)
+        # the same class wherever it is not a near-tie (probabilities are stored as x/254)
+        top = np.sort(ref, 0)
+        clear = valid & (top[-1] - top[-2] > 0.02)
+        assert clear.mean() > 0.9 and (cls[clear] == ids[ref.argmax(0)][clear]).all()
+        assert np.abs(probs[:, valid].astype(float) / 254 - ref[:, valid]).max() < 0.02
