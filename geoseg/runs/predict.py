@@ -69,7 +69,7 @@ def _predict_locked(run: RunSetup, t_start: float,
     polygons = None
     try:
         store = open_store(run)
-        if "vectors" in run.paths:  # vectorised while the chunks are computed
+        if "vectors" in run.paths and vectorise_during(run.opts):
             from geoseg.inference.engine import StageTimer
             from geoseg.runs.polygons import PolygonsAhead
 
@@ -85,6 +85,13 @@ def _predict_locked(run: RunSetup, t_start: float,
             out.unlink(missing_ok=True)
         _drop_empty_store(run.store_root)
         raise
+
+
+def vectorise_during(opts: PredictOptions) -> bool:
+    """Whether the polygons are vectorised while the chunks are computed (``polygons_when``)."""
+    if opts.polygons_when != "auto":
+        return opts.polygons_when == "during"
+    return opts.device != "cpu" or opts.scheduler not in (None, "local")
 
 
 def _write_all(run: RunSetup, done: Computed, polygons: PolygonsAhead | None, t_start: float,

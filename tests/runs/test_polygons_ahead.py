@@ -15,7 +15,7 @@ from geoseg.runs.compute import open_store
 from geoseg.runs.job import plan_run
 from geoseg.runs.options import PredictOptions
 from geoseg.runs.polygons import PolygonsAhead
-from geoseg.runs.predict import predict
+from geoseg.runs.predict import predict, vectorise_during
 from geoseg.runs.write import write_polygons
 from geoseg.store.tiles import TileStore
 from tests.support import rgb_crop
@@ -28,7 +28,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rgb_crop(d / "scene.tif", 150, 200, 384, 256)
     model = init_bundle("tinycnn", {"image": 3}, 3, tile=64, output=d / "model")
     opts = PredictOptions(chunk=128, tile=64, overlap=8, vector="parquet", progress=False,
-                          tiles_dir=d / "tiles", workers=1)  # fmt: skip
+                          tiles_dir=d / "tiles", workers=1, polygons_when="during")  # fmt: skip
     report = predict(d / "scene.tif", model, d / "out", options=opts)
     return {"dir": d, "model": model, "opts": opts, "report": report}
 
@@ -44,6 +44,12 @@ def test_the_layer_equals_one_vectorised_after_the_fact(case: dict, tmp_path: Pa
                    progress=False)  # fmt: skip
     after = run.paths["vectors"].read_bytes()
     assert after == Path(report["outputs"]["vectors"]).read_bytes()
+    # by default the CPU's cores run the model, and the polygons come after it
+    cpu = opts.model_copy(update={"polygons_when": "auto", "tiles_dir": tmp_path / "t"})
+    assert not vectorise_during(cpu) and vectorise_during(cpu.model_copy(update={"device": "cuda"}))
+    report = predict(case["dir"] / "scene.tif", case["model"], tmp_path / "o", options=cpu)
+    assert "vectorise" in report["timings_s"] and "polygons_wait" not in report["timings_s"]
+    assert Path(report["outputs"]["vectors"]).read_bytes() == after
 
 
 def test_the_thread_follows_the_store_and_stops_with_the_run(case: dict, tmp_path: Path) -> None:
