@@ -10,7 +10,6 @@ the fact, so the file is the same, byte for byte.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -21,8 +20,6 @@ from geoseg.inference.engine import StageTimer
 from geoseg.runs.job import RunSetup
 from geoseg.runs.write import write_polygons
 from geoseg.store.tiles import TileStore
-
-log = logging.getLogger(__name__)
 
 
 class _Stopped(Exception):

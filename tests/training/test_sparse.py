@@ -198,11 +198,13 @@ def test_tiled_pixel_prediction_equals_the_whole_array(tmp_path: Path) -> None:
         assert np.array_equal(tiled, ids[whole])  # exactly, blending or not
 
 
-def test_train_folds_and_compare_through_the_cli(tmp_path: Path) -> None:
-    scene = sparse_scene(tmp_path / "data")
+def sparse_pipeline(tmp_path: Path, scene: object, name: str, *lines: str) -> Path:
+    """A one-step train pipeline on the sparse scene (tinycnn width 8, features split), plus
+    the step's ``lines``."""
+    extra = "".join(f"    {line}\n" for line in lines)
     pipe = tmp_path / "pipe.yaml"
     pipe.write_text(f"""version: 1
-name: sparse
+name: {name}
 workdir: {tmp_path / 'work'}
 steps:
   - type: train
@@ -210,13 +212,17 @@ steps:
     scenes: [{json.dumps(scene)}]
     model: {{architecture: tinycnn, arguments: {{width: 8}}}}
     split: {{by: features, gap: 4}}
-    loss: {{balance: features}}
-    steps: 4
-    batch: 2
+{extra}    batch: 2
     val_every: 2
     device: cpu
     threads: 1
 """)
+    return pipe
+
+
+def test_train_folds_and_compare_through_the_cli(tmp_path: Path) -> None:
+    scene = sparse_scene(tmp_path / "data")
+    pipe = sparse_pipeline(tmp_path, scene, "sparse", "loss: {balance: features}", "steps: 4")
     code, out, err = invoke("train", pipe, "--folds", "2", "--compare", "--no-progress")
     assert code == 0, err
     assert "random_forest mIoU" in out and "compare.md" in out
@@ -244,23 +250,7 @@ def test_pretraining_initialises_the_training(tmp_path: Path, caplog: pytest.Log
     from geoseg.training.loop import train
 
     scene = sparse_scene(tmp_path / "data")
-    pipe = tmp_path / "pipe.yaml"
-    pipe.write_text(f"""version: 1
-name: pre
-workdir: {tmp_path / 'work'}
-steps:
-  - type: train
-    classes: {json.dumps(CLASSES)}
-    scenes: [{json.dumps(scene)}]
-    model: {{architecture: tinycnn, arguments: {{width: 8}}}}
-    split: {{by: features, gap: 4}}
-    pretrain: {{steps: 3, batch: 2}}
-    steps: 2
-    batch: 2
-    val_every: 2
-    device: cpu
-    threads: 1
-""")
+    pipe = sparse_pipeline(tmp_path, scene, "pre", "pretrain: {steps: 3, batch: 2}", "steps: 2")
     code, out, err = invoke("pretrain", pipe, "--steps", "2", "--no-progress")
     assert code == 0, err
     assert "pre-trained bundle" in out
