@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +28,11 @@ def unet(work: Path, tile: int = 512, encoder: str | None = "resnet18", name: st
     args = {"encoder": encoder} if encoder else None
     return init_bundle("unet", {"image": 3}, 6, args, seed=0, tile=tile, stats_from=SOURCE,
                        stats_bands=[3, 2, 1], output=work / name)  # fmt: skip
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write a benchmark's JSON result, with the load average after it, and say where."""
+    result["loadavg_after"] = os.getloadavg()[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")

@@ -29,7 +29,16 @@ def available_cores() -> int:
 
 
 def plan_threads(workers: int | None, cores: int | None = None) -> tuple[int, int]:
-    """(workers, torch threads per worker) that never oversubscribe the cores."""
+    """(workers, torch threads per worker) that never oversubscribe the cores.
+
+    The same on CUDA, where it means one worker per GPU: a run in this process opens one
+    engine (one model on the GPU) that every worker shares, and the workers are CPU threads
+    that read, normalise, cut and blend their chunks and feed it batches
+    (``geoseg.inference.gpu``: pinned buffers, copies on a side stream, one forward pass
+    launched at a time); torch's threads per worker then only serve those CPU steps. Several
+    GPUs: a Dask cluster with a worker process per GPU (dask-cuda's ``LocalCUDACluster``,
+    ``--scheduler tcp://...``), each loading its own engine once.
+    """
     cores = cores or available_cores()
     workers = max(1, min(workers or 1, cores))
     return workers, max(1, cores // workers)
@@ -37,8 +46,30 @@ def plan_threads(workers: int | None, cores: int | None = None) -> tuple[int, in
 
 def default_batch(device: str) -> int:
     """Tiles per model call: 1 on CPU (measured fastest per tile there: activations of one
-    512² tile stay in cache, see docs/benchmarks.md), 8 on CUDA."""
+    512² tile stay in cache, see docs/benchmarks.md); 8 on CUDA where the GPU's memory is not
+    measured (a remote cluster's GPUs; a local GPU: :func:`auto_batch`)."""
     return 1 if str(device).startswith("cpu") else 8
+
+
+#: the largest batch chosen from free GPU memory (32 tiles of 512² are 8.4 Mpx a call); a
+#: guess until a GPU is lent (docs/benchmarks.md, "GPU"); a call never holds more tiles than
+#: its chunk owns (about 5 to 9 at the default 1024 px chunk and 512 px tiles)
+BATCH_CAP = 32
+
+
+def auto_batch(free_bytes: int, per_tile_bytes: int, cap: int = BATCH_CAP,
+               margin: float = 0.75) -> int:  # fmt: skip
+    """Tiles per model call that fit in ``margin`` of ``free_bytes`` of GPU memory at
+    ``per_tile_bytes`` each, between 1 and ``cap``.
+
+    ``per_tile_bytes`` is the peak of a trial batch of one tile, fixed workspaces included,
+    so it overestimates a tile's share of a larger batch; the margin leaves room for the
+    caching allocator's fragmentation, the next batch's inputs being copied in and results
+    waiting to be copied out.
+    """
+    if per_tile_bytes <= 0:
+        raise ValueError(f"per_tile_bytes={per_tile_bytes} must be positive")
+    return max(1, min(cap, int(free_bytes * margin) // per_tile_bytes))
 
 
 def auto_chunk(height: int, width: int, tile: int, workers: int, largest: int = 1024) -> int:

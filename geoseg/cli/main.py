@@ -6,8 +6,10 @@ here; library errors (GeosegError) are shown with their parameters as flags.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -82,17 +84,33 @@ def main() -> None:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("geoseg: aborted", err=True)
-        sys.exit(130)
+        _exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        _exit(2)
     except GeosegError as exc:
         click.echo(f"geoseg: error: {cli_message(exc)}", err=True)
-        sys.exit(2)
+        _exit(2)
     except KeyboardInterrupt:
         click.echo("geoseg: interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        _exit(130)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> None:
+    """End the process without tearing the interpreter down module by module.
+
+    The teardown of torch, torchvision and timm took 1.2-1.4 s after every command that ran a
+    model (measured: ``import torch, torchvision, segmentation_models_pytorch`` then exit,
+    4.7 s vs 3.5 s with this). Every output is closed and renamed before a command returns;
+    the ``atexit`` hooks (logging, multiprocessing's children, Dask) still run here, and
+    standard streams are flushed, so nothing but the teardown is skipped.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ is O(workers x chunk) whatever the scene size, and a killed run keeps them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from geoseg.config import NODATA
 from geoseg.geometry.area import row_pixel_areas
 from geoseg.geometry.window import PixelWindow
 from geoseg.inference.cluster import EngineSpec, engine_for
 from geoseg.inference.engine import Engine, StageTimer
+from geoseg.inference.sums import DeviceSums, open_sums
 from geoseg.scene.scene import Scene
 from geoseg.store.tiles import TileStore
 from geoseg.tiling.plan import TilePlan
@@ -34,20 +37,49 @@ log = logging.getLogger(__name__)
 Piece = tuple[PixelWindow, "np.ndarray | Path", "np.ndarray | None"]
 
 
+class CoreShare:
+    """The cores of a run in this process, shared by its workers as chunks run out.
+
+    Each worker runs its tiles on one share of the cores; once fewer ``accumulate`` tasks
+    remain than there are workers, the idle workers' cores go to those still running (the
+    run's tail: the last chunk on 2 threads instead of 1 ran its tiles 1.76x faster here).
+    Tasks waiting for a gate count as remaining, so a worker never takes cores another will
+    need. Threaded runs only: a Dask cluster's workers are other processes.
+    """
+
+    def __init__(self, cores: int, workers: int, tasks: int) -> None:
+        self.cores, self.workers, self.remaining = cores, workers, tasks
+        self._lock = threading.Lock()
+
+    def threads(self) -> int:
+        """Torch threads for the calling worker's next model call."""
+        with self._lock:
+            busy = min(self.workers, max(1, self.remaining))
+        return max(1, self.cores // busy)
+
+    def done(self) -> None:
+        """One ``accumulate`` has run its tiles."""
+        with self._lock:
+            self.remaining -= 1
+
+
 @dataclass
 class ChunkJob:
     """Everything a chunk task needs; picklable (paths, not handles), except the engine."""
 
     scene: Scene
     plan: TilePlan
-    batch: int
+    batch: int | None  # None: measured on the GPU once the engine is loaded
     class_ids: np.ndarray
     probabilities: bool
-    #: with a tile store, a chunk's own piece is spilled too when it holds at most this many
-    #: bytes per second its tiles took: a kill before its ``finish`` then loses nothing, for a
-    #: write and read-back of at most ~4 % of the tiles' time (measured 1 GB/s write, 2 GB/s
-    #: read here); chunks that run fast (a GPU) keep it in memory
-    keep_own_rate: float = 25e6
+    #: with a tile store, results are spilled to it when they hold at most this many bytes per
+    #: second of the tile time that made them: a tile's probabilities as soon as it ran, and a
+    #: chunk's own piece with the pieces it hands on, so a kill loses only the tiles in flight,
+    #: for a write and read-back of at most ~4 % of the tiles' time (measured 1 GB/s write,
+    #: 2 GB/s read here); tiles that run fast (a GPU) keep their results in memory
+    spill_rate: float = 25e6
+    #: cores shared by the workers of this process (None: a worker keeps its threads)
+    cores: CoreShare | None = None
     windows: dict[tuple[bool, bool, bool, bool], np.ndarray] = field(default_factory=dict)
 
     def window(self, r: int, c: int) -> np.ndarray:
@@ -74,48 +106,116 @@ def accumulate(
     engine = engine_for(engine)
     region = plan.chunks[index].region
     if region is None:
+        if job.cores is not None:
+            job.cores.done()
         return {"pieces": {}, "timing": {}}
     with timer.clock("read"):
         arrays, valid = job.scene.read(region)
     t0 = time.perf_counter()
-    acc = _weighted_sums(job, engine, index, arrays, valid, timer)
-    keep_own = store is not None and acc.nbytes <= job.keep_own_rate * (time.perf_counter() - t0)
-    pieces = _split_pieces(job.plan, index, acc, valid, store,
-                           receivers(plan, index) if to is None else to, keep_own)  # fmt: skip
+    try:
+        acc = _weighted_sums(job, engine, index, arrays, valid, timer, store)
+    finally:
+        if job.cores is not None:
+            job.cores.done()
+    keep_own = store is not None and acc.nbytes <= job.spill_rate * (time.perf_counter() - t0)
+    to = receivers(plan, index) if to is None else to
+    pieces = _split_pieces(job.plan, index, acc, valid, store, to, keep_own)
+    if store is not None and (keep_own or index not in to):  # every piece is stored
+        store.drop_tiles(plan.chunks[index].tiles)
     return {"pieces": pieces, "timing": dict(timer.seconds)}
 
 
 def _weighted_sums(job: ChunkJob, engine: Engine, index: tuple[int, int],
-                   arrays: dict[str, np.ndarray], valid: np.ndarray,
-                   timer: StageTimer) -> np.ndarray:  # fmt: skip
-    """Σ w·p (one plane per class) and Σ w (last plane) of the chunk's tiles over its region."""
+                   arrays: dict[str, np.ndarray], valid: np.ndarray, timer: StageTimer,
+                   store: TileStore | None = None) -> np.ndarray:  # fmt: skip
+    """Σ w·p (one plane per class) and Σ w (last plane) of the chunk's tiles over its region.
+
+    Tiles are added in the plan's order whether they run or come back from the ``store``
+    (spilled by a killed run), so the sums are the same bit for bit.
+    """
     plan, ch = job.plan, job.plan.chunks[index]
     region = ch.region
     assert region is not None
-    th, tw, k = plan.tile_h, plan.tile_w, engine.num_classes
-    acc = np.zeros((k + 1, *region.shape), np.float32)
-    boxes = {t: PixelWindow.at(*t, th, tw).relative_to(region).slices for t in ch.tiles}
+    boxes = {t: PixelWindow.at(*t, plan.tile_h, plan.tile_w).relative_to(region).slices
+             for t in ch.tiles}  # fmt: skip
     todo = [t for t in ch.tiles if valid[boxes[t]].any()]
     timer.add("tiles_skipped_nodata", len(ch.tiles) - len(todo))
-    if not todo:
-        return acc
-    with timer.clock("normalise"):
-        norm = engine.normalise(arrays, valid)
+    sums = open_sums(job.window, engine, region.shape)
+    source = _TileSource(job, engine, arrays, valid, boxes, timer, store,
+                         on_device=isinstance(sums, DeviceSums))  # fmt: skip
     del arrays
-    for b0 in range(0, len(todo), job.batch):
-        tiles = todo[b0 : b0 + job.batch]
-        with timer.clock("cut"):
-            x = {name: np.stack([a[(slice(None), *boxes[t])] for t in tiles])
-                 for name, a in norm.items()}  # fmt: skip
-        with timer.clock("model"):
-            probs = engine.probabilities(x)
+    for t, p in source.probabilities(todo):
         with timer.clock("blend"):
+            sums.add(t, boxes[t], p)
+    return sums.result()
+
+
+class _TileSource:
+    """The probabilities of a chunk's tiles, in order: read back from the tile store where a
+    killed run spilled them, else run in batches (and spilled when that is cheap)."""
+
+    def __init__(self, job: ChunkJob, engine: Engine, arrays: dict[str, np.ndarray],
+                 valid: np.ndarray, boxes: dict[tuple[int, int], tuple[slice, slice]],
+                 timer: StageTimer, store: TileStore | None, on_device: bool = False) -> None:  # fmt: skip
+        self.job, self.engine, self.boxes, self.timer, self.store = job, engine, boxes, timer, store
+        self.on_device = on_device  # probabilities left on the GPU (``sums.DeviceSums``)
+        self.arrays, self.valid = arrays, valid
+        self.norm: dict[str, np.ndarray] | None = None  # normalised on the first tile that runs
+        self.shape = (engine.num_classes, job.plan.tile_h, job.plan.tile_w)
+
+    def probabilities(self, tiles: list[tuple[int, int]]):
+        """Yield ``(tile, (K, h, w) probabilities)`` for ``tiles``, in their order."""
+        batch: list[tuple[int, int]] = []
+        for t in tiles:
+            p = self._stored(t)
+            if p is None:
+                batch.append(t)
+                if len(batch) < self.job.batch:
+                    continue
+            yield from self._run(batch)
+            batch = []
+            if p is not None:
+                yield t, p
+        yield from self._run(batch)
+
+    def _stored(self, t: tuple[int, int]) -> np.ndarray | None:
+        if self.store is None:
+            return None
+        with self.timer.clock("read_spilled"):
+            p, damaged = self.store.stored_tile(t, self.shape)
+        if p is not None or damaged:
+            self.timer.add("tiles_resumed" if p is not None else "tiles_damaged", 1)
+        return p
+
+    def _run(self, tiles: list[tuple[int, int]]):
+        if not tiles:
+            return
+        if self.norm is None:
+            with self.timer.clock("normalise"):
+                self.norm = self.engine.normalise(self.arrays, self.valid)
+            self.arrays = {}
+        with self.timer.clock("cut"):
+            x = {name: np.stack([a[(slice(None), *self.boxes[t])] for t in tiles])
+                 for name, a in self.norm.items()}  # fmt: skip
+        if self.on_device:  # "model": handing the batch over (the GPU runs asynchronously)
+            with self.timer.clock("model"):
+                probs = self.engine.gpu.device_probabilities(x)
+            self.timer.add("tiles", len(tiles))
+            yield from zip(tiles, probs, strict=True)
+            return
+        if self.job.cores is not None:
+            torch.set_num_threads(self.job.cores.threads())  # this thread's own count
+        t0 = time.perf_counter()
+        with self.timer.clock("model"):
+            probs = self.engine.probabilities(x)
+        self.timer.add("tiles", len(tiles))
+        if self.store is not None:
+            each = (time.perf_counter() - t0) / len(tiles)
             for t, p in zip(tiles, probs, strict=True):
-                w = job.window(*t)
-                acc[(slice(0, k), *boxes[t])] += p * w
-                acc[(k, *boxes[t])] += w
-    timer.add("tiles", len(todo))
-    return acc
+                if p.nbytes <= self.job.spill_rate * each:
+                    with self.timer.clock("spill"):
+                        self.store.put_tile(t, p)
+        yield from zip(tiles, probs, strict=True)
 
 
 def _split_pieces(
@@ -230,6 +330,7 @@ def finish(
     stats = chunk_stats(job, index, classes)
     store.write_chunk(index, job.plan.chunks[index].core, classes, conf, qprobs, stats)
     store.drop_handovers(spilled.values())
+    store.drop_tiles(job.plan.chunks[index].tiles)  # its own piece is stored with it
     return stats
 
 
@@ -248,4 +349,4 @@ def chunk_stats(job: ChunkJob, index: tuple[int, int], classes: np.ndarray) -> d
     return out
 
 
-__all__ = ["ChunkJob", "Piece", "accumulate", "blend", "finish", "piece_box", "receivers"]
+__all__ = ["ChunkJob", "CoreShare", "Piece", "accumulate", "blend", "finish", "piece_box", "receivers"]

@@ -8,76 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from geoseg.inference.engine import Engine, open_engine
+from geoseg.inference.engine import Engine
+from geoseg.inference.engine_cache import EngineSpec
 
 log = logging.getLogger(__name__)
-
-PLUGIN = "geoseg"
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """What a worker needs to load the engine itself (cheap to ship with every task)."""
-
-    bundle: str
-    digest: str
-    device: str
-    threads: int
-    amp: bool = True
-
-    def __dask_tokenize__(self) -> tuple:
-        return ("EngineSpec", self.digest, self.device, self.threads, self.amp)
-
-
-class EngineCache:
-    """Engines of one process, keyed by (bundle digest, device); counts model loads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._engines: dict[tuple[str, str], Engine] = {}
-        self.loads = 0
-
-    def get(self, spec: EngineSpec) -> Engine:
-        key = (spec.digest, spec.device)
-        with self._lock:
-            if key not in self._engines:
-                if spec.threads:
-                    torch.set_num_threads(spec.threads)
-                self._engines[key] = open_engine(spec.bundle, spec.device,
-                                                  max(1, spec.threads), spec.amp)
-                self.loads += 1
-                log.info("loaded model %s on %s", spec.bundle, spec.device)
-            return self._engines[key]
-
-
-try:
-    from distributed.diagnostics.plugin import WorkerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    WorkerPlugin = object  # type: ignore[assignment,misc]
-
-
-class GeosegWorkerPlugin(WorkerPlugin):  # type: ignore[misc]
-    """Gives every worker its own engine cache."""
-
-    idempotent = True
-    name = PLUGIN
-
-    def setup(self, worker: Any) -> None:
-        self.cache = EngineCache()
-
 
 def engine_for(source: Engine | EngineSpec) -> Engine:
     """The engine itself (local runs) or this worker's cached engine for a spec."""
     if not isinstance(source, EngineSpec):
         return source
     from distributed import get_worker
+
+    from geoseg.inference.worker_plugin import PLUGIN, GeosegWorkerPlugin
 
     worker = get_worker()
     if source.threads == 0 and not getattr(worker, "_geoseg_threads_set", False):
@@ -111,6 +58,8 @@ def run_distributed(client: Any, graph: dict, keys: list,
                     on_done: Callable[[Any], None] | None = None) -> list:  # fmt: skip
     """Submit the graph to a dask.distributed client; results in ``keys`` order."""
     from distributed import as_completed
+
+    from geoseg.inference.worker_plugin import PLUGIN, GeosegWorkerPlugin
 
     client.register_plugin(GeosegWorkerPlugin(), name=PLUGIN)
     futures = client.get(graph, keys, sync=False)

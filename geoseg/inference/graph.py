@@ -83,7 +83,7 @@ def sources(plan: TilePlan, pending: list[tuple[int, int]],
     """The chunks whose tiles must run for ``pending``, each with the pending chunks it feeds.
 
     A chunk runs when some pending chunk needs a piece of its tiles that is not ``stored``:
-    a pending chunk its own (unless it was spilled: see ``ChunkJob.keep_own_rate``), a
+    a pending chunk its own (unless it was spilled: see ``ChunkJob.spill_rate``), a
     finished chunk only a spilled piece that is missing or was found damaged.
     """
     wanted, stored = set(pending), stored or {}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoseg.bundle.card import ModelCard
-from geoseg.bundle.formats import model_digest, read_model_card
+from geoseg.bundle.formats import is_onnx, model_digest, read_model_card
 from geoseg.errors import InputError, OutputError
 from geoseg.runs.options import VECTOR_EXT, PredictOptions
 from geoseg.runtime import auto_chunk, available_cores, default_batch, plan_threads
@@ -27,7 +27,7 @@ class RunSetup:
     card: ModelCard
     scene: Scene
     plan: TilePlan
-    opts: PredictOptions  # with chunk and batch resolved
+    opts: PredictOptions  # with chunk and batch resolved (batch None: measured on the GPU)
     digest: str
     rid: str
     paths: dict[str, Path]
@@ -49,9 +49,10 @@ def plan_run(image: str | Path, model: str | Path, out_dir: str | Path,
         raise InputError(f"{model}: exported for tiles of {card.tile_size} px; use tile="
                          f"{card.tile_size} or less (or export again)")  # fmt: skip
     overlap = opts.overlap if opts.overlap is not None else card.default_overlap(tile)
-    chunk = opts.chunk or auto_chunk(scene.grid.height, scene.grid.width, tile,
-                                     plan_threads(opts.workers or available_cores())[0])
-    opts = opts.model_copy(update={"chunk": chunk, "batch": opts.batch or default_batch(opts.device)})
+    h, w = scene.grid.shape
+    chunk = opts.chunk or auto_chunk(h, w, tile, plan_threads(opts.workers or available_cores())[0])
+    batch = resolve_batch(model, opts)
+    opts = opts.model_copy(update={"chunk": chunk, "batch": batch})
     plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, chunk)
     out_dir = Path(out_dir)
     check_writable(out_dir)
@@ -59,6 +60,18 @@ def plan_run(image: str | Path, model: str | Path, out_dir: str | Path,
     digest = model_digest(model)
     return RunSetup(image, model, card, scene, plan, opts, digest,
                     run_id(scene, digest, plan, opts, opts.device), paths)  # fmt: skip
+
+
+def resolve_batch(model: str | Path, opts: PredictOptions) -> int | None:
+    """Tiles per model call: ``batch`` when given; None on a GPU of this process (measured
+    from its free memory once the model is loaded: ``Engine.fitting_batch``); else
+    ``runtime.default_batch`` (1 on CPU, 8 on a Dask cluster's GPUs, which this process
+    cannot measure)."""
+    if opts.batch:
+        return opts.batch
+    if opts.device.startswith("cuda") and opts.scheduler is None and not is_onnx(model):
+        return None
+    return default_batch(opts.device)
 
 
 def open_scene_for(card: ModelCard, image: str | Path, modalities: Mapping[str, str | Path],

@@ -23,9 +23,13 @@ class PredictOptions(StrictModel):
     chunk: int | None = Field(None, ge=16, description="output chunk size in pixels (default: "
                               "1024, smaller for small scenes so every worker has work)")
     batch: int | None = Field(None, ge=1, description="tiles per model call (default: 1 on "
-                              "CPU, 8 on CUDA)")
+                              "CPU; on CUDA as many as 75 % of the free GPU memory holds, "
+                              "at most 32, measured once per model; 8 on a remote cluster)")
     device: str = Field("cpu", description="cpu or cuda (cuda:N)")
     amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")
+    compile: bool = Field(False, description="run the model through torch.compile: the first "
+                          "batch of each tile shape compiles it (minutes); if compiling fails, "
+                          "a warning and the model runs uncompiled")
     workers: int | None = Field(None, ge=1, description="parallel chunk tasks (default: cores)")
     bands: Sequence[int | str] | None = Field(None, description="bands of IMAGE feeding the model, "
                                               "e.g. 1,2,3 or red,green,blue")

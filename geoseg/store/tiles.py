@@ -3,8 +3,9 @@
 Every stored chunk is checked before a resumed run trusts it: its done marker holds the CRC-32
 of each array as written, and :meth:`TileStore.verify` reads the chunks back and compares
 (a truncated or corrupt chunk file is recomputed, not trusted). The blend sums a chunk's
-tiles hand to its neighbours are spilled here with a CRC-32 too, and outlive a killed run: a
-resumed run reuses the intact ones, so it runs only the tiles of chunks in flight at the kill.
+tiles hand to its neighbours, and the probabilities of tiles whose chunk has not handed them
+on yet, are spilled here with a CRC-32 too (``geoseg.store.spill``) and outlive a killed run:
+a resumed run reuses the intact ones, so it runs only the tiles in flight at the kill.
 One run at a time per store: :meth:`TileStore.lock` (``geoseg.store.lock``).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import zlib
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from geoseg._files import atomic_path, atomic_write_text, space_problem, write_errno
+from geoseg._files import atomic_write_text, space_problem, write_errno
 from geoseg.config import NODATA
 from geoseg.errors import OutputError
 from geoseg.geometry.window import BlockReader, PixelWindow
 from geoseg.store.lock import RunLock, store_lock
+from geoseg.store.spill import crc32, load_checked, save_checked
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,6 @@ ARRAYS = ("classes", "confidence", "probabilities")
 #: a hand-over's source and receiving chunk, and where spilled hand-overs are found
 Link = tuple[tuple[int, int], tuple[int, int]]
 Handovers = dict[Link, Path]
-
-
-def crc32(array: np.ndarray) -> int:
-    """CRC-32 of an array's bytes (C order): 3.8 GB/s here, so checking is cheap."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 class TileStore:
@@ -74,7 +70,7 @@ class TileStore:
                 raise cls(root)._failed(exc) from exc
             log.warning("%s: the tile store is damaged (%s); starting it afresh", root,
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            for part in ("store.zarr", "done", "handover"):
+            for part in ("store.zarr", "done", "handover", "tile"):
                 shutil.rmtree(root / part, ignore_errors=True)
             (root / "done").mkdir(exist_ok=True)
             cls._create_arrays(root, shape, chunk, num_classes, probabilities)
@@ -224,11 +220,7 @@ class TileStore:
         path = self._handover_path(src, dst)
         try:
             path.parent.mkdir(exist_ok=True)
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                out = _Writer(fh)  # numpy's tofile would lose the errno of a full disk
-                np.save(out, part)
-                np.save(out, valid)
-                np.save(out, np.array([crc32(part), crc32(valid)], np.uint32))
+            save_checked(path, part, valid)
         except OSError as exc:
             raise self._failed(exc) from exc
         return path
@@ -243,18 +235,12 @@ class TileStore:
         Raises:
             OutputError: the file is missing, truncated or corrupt (a re-run recomputes it).
         """
-        try:
-            with open(path, "rb") as fh:
-                part, valid, check = np.load(fh), np.load(fh), np.load(fh)
-            ok = check.shape == (2,) and [crc32(part), crc32(valid)] == check.tolist()
-        except (OSError, ValueError, EOFError) as exc:
-            ok, detail = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        else:
-            detail = "checksum mismatch"
-        if not ok:
+        arrays, detail = load_checked(path, 2)
+        if arrays is None:
             raise OutputError(f"{path}: a hand-over of the tile store is damaged ({detail}); "
                               "run the same command again: it resumes from the stored chunks "
                               "and recomputes the hand-over")  # fmt: skip
+        part, valid = arrays
         return part, valid
 
     @staticmethod
@@ -267,9 +253,60 @@ class TileStore:
         """The statistics stored with a finished chunk."""
         return _stats(json.loads(self._marker(index).read_text()))
 
-    def clear_handovers(self) -> None:
-        """Forget every hand-over (once all chunks are stored, none is read again)."""
+    def clear_spills(self) -> None:
+        """Forget every hand-over and spilled tile (once all chunks are stored, none is read
+        again)."""
         shutil.rmtree(self.root / "handover", ignore_errors=True)
+        shutil.rmtree(self.root / "tile", ignore_errors=True)
+
+    def put_tile(self, origin: tuple[int, int], probs: np.ndarray) -> None:
+        """Spill the class probabilities of the tile at ``origin`` (row, col) until its chunk's
+        pieces are stored: a kill in between loses no finished tile."""
+        path = self._tile_path(origin)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            save_checked(path, probs)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def stored_tile(self, origin: tuple[int, int],
+                    shape: tuple[int, ...]) -> tuple[np.ndarray | None, bool]:  # fmt: skip
+        """A spilled tile's probabilities (None: not spilled), and whether a spilled one was
+        found damaged (truncated, corrupt, of another shape: removed, to be run again)."""
+        path = self._tile_path(origin)
+        if not path.is_file():
+            return None, False
+        arrays, detail = load_checked(path, 1)
+        if arrays is not None and arrays[0].shape != shape:
+            arrays, detail = None, f"shape {arrays[0].shape}, expected {shape}"
+        if arrays is None:
+            log.warning("%s: a spilled tile is damaged (%s); running it again", path, detail)
+            path.unlink(missing_ok=True)
+            return None, True
+        return arrays[0], False
+
+    def drop_tiles(self, origins: Iterable[tuple[int, int]]) -> None:
+        """Delete spilled tiles whose contributions are stored (as pieces or chunks)."""
+        for origin in origins:
+            self._tile_path(origin).unlink(missing_ok=True)
+
+    def stored_tiles(self, keep: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Origins of the spilled tiles in ``keep`` (checked when read: ``stored_tile``);
+        the rest, and temporaries of a killed writer, are removed."""
+        folder, wanted, found = self.root / "tile", set(keep), set()
+        for p in folder.glob(".*"):
+            p.unlink(missing_ok=True)
+        for p in folder.glob("*.npy"):
+            r, _, c = p.stem.partition("_")
+            origin = (int(r), int(c)) if r.isdigit() and c.isdigit() else None
+            if origin in wanted:
+                found.add(origin)
+            else:
+                p.unlink(missing_ok=True)
+        return found
+
+    def _tile_path(self, origin: tuple[int, int]) -> Path:
+        return self.root / "tile" / f"{origin[0]}_{origin[1]}.npy"
 
     def _handover_path(self, src: tuple[int, int], dst: tuple[int, int]) -> Path:
         return self.root / "handover" / f"{src[0]}_{src[1]}-{dst[0]}_{dst[1]}.npy"
@@ -343,12 +380,3 @@ def _parse_link(stem: str) -> Link | None:
 def _stats(marker: dict[str, Any]) -> dict[str, Any]:
     """A done marker's chunk statistics (without its checksums)."""
     return {k: v for k, v in marker.items() if k != "check"}
-
-
-
-class _Writer:
-    """A file seen by numpy as a plain stream: ``np.save`` then writes through ``write`` (in
-    blocks), whose OSError keeps its errno (ENOSPC...)."""
-
-    def __init__(self, fh: Any) -> None:
-        self.write = fh.write

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from geoseg.bundle.bundle import load_bundle, save_bundle
 from geoseg.bundle.card import ModalityCard, ModelCard
 from geoseg.geometry.window import PixelWindow
-from geoseg.inference.chunks import ChunkJob, accumulate, finish
+from geoseg.inference.chunks import ChunkJob, CoreShare, accumulate, finish
 from geoseg.inference.engine import Engine
 from geoseg.inference.graph import build_graph, run_graph
 from geoseg.models import SegModel, register
@@ -60,11 +60,13 @@ def convstack(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_tiled(bundle: Path, scene: Scene, tile: int, overlap: int, chunk: int, root: Path,
-              workers: int = 1, batch: int = 4):  # fmt: skip
+              workers: int = 1, batch: int = 4, share: bool = False):  # fmt: skip
     b = load_bundle(bundle)
     engine = Engine(b)
     plan = TilePlan(scene.grid.height, scene.grid.width, tile, overlap, chunk)
     job = ChunkJob(scene, plan, batch, np.array([c.id for c in b.card.classes], np.uint8), True)
+    if share:  # the workers' cores go to the last chunks
+        job.cores = CoreShare(2, workers, sum(1 for c in plan.chunks.values() if c.region))
     store = TileStore.create(root, scene.grid.shape, chunk, b.card.num_classes, True, {})
     graph, finals, timings = build_graph(job, engine, list(plan.chunks), store)
     run_graph(graph, finals + timings, workers)
@@ -106,7 +108,8 @@ def test_chunk_size_and_workers_do_not_change_the_result(unet_rgb: Path, tmp_pat
     scene = Scene.open({"image": RGB})
     base, base_p = run_tiled(unet_rgb, scene, 256, 32, 2048, tmp_path / "a")
     for i, (chunk, workers, batch) in enumerate([(100, 2, 3), (333, 1, 4), (250, 2, 1)]):
-        cls, probs = run_tiled(unet_rgb, scene, 256, 32, chunk, tmp_path / f"c{i}", workers, batch)
+        cls, probs = run_tiled(unet_rgb, scene, 256, 32, chunk, tmp_path / f"c{i}", workers, batch,
+                               share=i == 2)  # fmt: skip
         np.testing.assert_array_equal(cls, base)
         assert np.abs(probs.astype(int) - base_p).max() <= 1
 
@@ -135,12 +138,12 @@ def _store(job: ChunkJob, root: Path) -> TileStore:
 def test_handovers_wait_in_the_store(unet_rgb: Path, tmp_path: Path) -> None:
     job, engine = _chunked(unet_rgb)
     store = _store(job, tmp_path / "s")
-    job.keep_own_rate = 0.0  # a chunk whose tiles run fast keeps its own in memory
+    job.spill_rate = 0.0  # a chunk whose tiles run fast keeps its own in memory
     pieces = accumulate(job, engine, (0, 0), store)["pieces"]
     spilled = {dst for dst, (_, part, _) in pieces.items() if isinstance(part, Path)}
     # every piece but the chunk's own: they outlive a killed run
     assert spilled == set(pieces) - {(0, 0)} and {(0, 1), (1, 0)} <= spilled
-    job.keep_own_rate = float("inf")  # one whose tiles took long spills its own too
+    job.spill_rate = float("inf")  # one whose tiles took long spills its own too
     slow = accumulate(job, engine, (0, 0), store)["pieces"]
     assert all(isinstance(part, Path) for _, part, _ in slow.values())
     np.testing.assert_array_equal(TileStore.read_handover(slow[(0, 0)][1])[0],
@@ -174,3 +177,15 @@ def test_finish_can_be_retried_after_its_worker_died(unet_rgb: Path, tmp_path: P
     assert finish(job, ref, (1, 0), *direct) == stats
     core = plan.chunks[(1, 0)].core
     np.testing.assert_array_equal(store.reader("classes")(core), ref.reader("classes")(core))
+
+
+def test_a_core_share_gives_the_idle_workers_cores_to_the_last_chunks() -> None:
+    share = CoreShare(cores=4, workers=2, tasks=3)
+    assert share.threads() == 2  # 3 chunks to run, 2 workers: 2 threads each
+    share.done()
+    assert share.threads() == 2
+    share.done()  # the last chunk: every core
+    assert share.threads() == 4
+    share.done()
+    assert share.threads() == 4
+    assert CoreShare(cores=2, workers=4, tasks=9).threads() == 1  # never below one thread

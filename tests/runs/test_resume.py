@@ -18,13 +18,14 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
 
 from geoseg.bundle.untrained import init_bundle
-from geoseg.inference.chunks import ChunkJob
+from geoseg.inference.chunks import ChunkJob, accumulate
 from geoseg.inference.engine import open_engine
 from geoseg.inference.graph import build_graph, run_graph, sources
 from geoseg.runs.compute import open_store
@@ -51,7 +52,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
     report = predict(d / "scene.tif", model, d / "ref", options=opts)
     assert report["tiles"] == {"total": 35, "resumed": 0, "run": 35,
                                "why": {"chunk_pending": 35, "handover_damaged": 0,
-                                       "handover_missing": 0}}  # fmt: skip
+                                       "handover_missing": 0, "tile_damaged": 0}}  # fmt: skip
     return {"dir": d, "model": model, "opts": opts, "ref": _outputs(d / "ref")}
 
 
@@ -65,15 +66,15 @@ def _outputs(out: Path) -> dict[str, np.ndarray]:
 
 def _killed(case: dict, tmp: Path, finished: list[tuple[int, int]],
             in_flight: list[tuple[int, int]],
-            keep_own_rate: float = 0.0) -> tuple[PredictOptions, TileStore]:  # fmt: skip
+            spill_rate: float = 0.0) -> tuple[PredictOptions, TileStore]:  # fmt: skip
     """The tile store a run leaves when killed after ``finished`` chunks were stored and the
     ``accumulate`` of ``in_flight`` ones had run (their own pieces lost with the process,
-    unless they were spilled: ``keep_own_rate``)."""
+    unless they were spilled: ``spill_rate``)."""
     opts = case["opts"].model_copy(update={"tiles_dir": tmp / "tiles"})
     run = plan_run(case["dir"] / "scene.tif", case["model"], tmp / "out", {}, opts)
     store = open_store(run)
     job = ChunkJob(run.scene, run.plan, run.opts.batch, np.arange(3, dtype=np.uint8), True,
-                   keep_own_rate=keep_own_rate)  # fmt: skip
+                   spill_rate=spill_rate)  # fmt: skip
     graph, _, _ = build_graph(job, open_engine(case["model"]), list(run.plan.chunks), store)
     keys = [("finish", *i) for i in finished] + [("accumulate", *i) for i in in_flight]
     run_graph(graph, keys, 1)
@@ -86,6 +87,7 @@ def _resume(case: dict, tmp: Path, opts: PredictOptions) -> dict:
     for name, ref in case["ref"].items():
         np.testing.assert_array_equal(got[name], ref, err_msg=name)
     assert not list(Path(opts.tiles_dir).glob("*/handover/*"))  # nothing left behind
+    assert not list(Path(opts.tiles_dir).glob("*/tile/*"))
     return report
 
 
@@ -117,7 +119,7 @@ def test_resume_runs_only_the_tiles_of_chunks_in_flight(case: dict, tmp_path: Pa
     tiles = report["tiles"]
     # the tiles that ran are those of the chunks not stored at the kill, no other
     assert tiles["why"] == {"chunk_pending": _tiles(plan, pending), "handover_damaged": 0,
-                            "handover_missing": 0}  # fmt: skip
+                            "handover_missing": 0, "tile_damaged": 0}  # fmt: skip
     assert tiles["run"] == report["chunks"]["tiles_run"] == _tiles(plan, pending)
     assert tiles["resumed"] == 35 - tiles["run"]
     # so of the tiles the killed run had computed, only those of the chunks in flight ran
@@ -133,13 +135,71 @@ def test_chunks_whose_own_piece_was_spilled_do_not_run_again(case: dict, tmp_pat
     # chunks whose tiles take long (CPU) spill their own piece too: a kill between their
     # accumulate and their finish loses nothing
     finished, in_flight = POINTS["mid-row"]
-    opts, _ = _killed(case, tmp_path, finished, in_flight, keep_own_rate=float("inf"))
+    opts, _ = _killed(case, tmp_path, finished, in_flight, spill_rate=float("inf"))
     plan = plan_run(case["dir"] / "scene.tif", case["model"], tmp_path / "out", {}, opts).plan
     pending = [c for c in plan.chunks if c not in finished]
     report = _resume(case, tmp_path, opts)
     assert report["tiles"]["why"]["chunk_pending"] == _tiles(plan, set(pending) - set(in_flight))
     assert report["tiles"]["run"] == report["chunks"]["tiles_run"]
     assert report["tiles"]["resumed"] == _tiles(plan, [*finished, *in_flight])
+
+
+class _Killed(Exception):
+    """The process dies (SIGKILL) in the middle of a chunk's tiles."""
+
+
+class _DiesAfter:
+    """The real engine, whose process is killed once it has run ``tiles`` tiles."""
+
+    def __init__(self, engine: Any, tiles: int) -> None:
+        self.engine, self.left = engine, tiles
+        self.num_classes = engine.num_classes
+
+    def normalise(self, arrays: dict, valid: np.ndarray) -> dict:
+        return self.engine.normalise(arrays, valid)
+
+    def probabilities(self, batch: dict) -> np.ndarray:
+        if self.left == 0:
+            raise _Killed
+        self.left -= 1
+        return self.engine.probabilities(batch)
+
+
+def _killed_mid_chunk(case: dict, tmp: Path) -> tuple[PredictOptions, TilePlan, int]:
+    """A run killed after the first chunk row, while the next chunk with several tiles had
+    run all but its last one (tiles spilled as they ran: they took "long")."""
+    opts, store = _killed(case, tmp, ROW0, [], spill_rate=float("inf"))
+    run = plan_run(case["dir"] / "scene.tif", case["model"], tmp / "out", {}, opts)
+    victim = next(c for c, ch in sorted(run.plan.chunks.items())
+                  if c not in ROW0 and len(ch.tiles) > 1)  # fmt: skip
+    ran = len(run.plan.chunks[victim].tiles) - 1
+    job = ChunkJob(run.scene, run.plan, 1, np.arange(3, dtype=np.uint8), True,
+                   spill_rate=float("inf"))  # fmt: skip
+    with pytest.raises(_Killed):
+        accumulate(job, _DiesAfter(open_engine(case["model"]), ran), victim, store)
+    assert len(list((store.root / "tile").glob("*.npy"))) == ran
+    return opts, run.plan, ran
+
+
+def test_a_kill_mid_chunk_loses_only_the_tile_in_flight(case: dict, tmp_path: Path) -> None:
+    opts, plan, ran = _killed_mid_chunk(case, tmp_path)
+    pending = [c for c in plan.chunks if c not in ROW0]
+    report = _resume(case, tmp_path, opts)
+    tiles = report["tiles"]
+    assert tiles["run"] == report["chunks"]["tiles_run"] == _tiles(plan, pending) - ran
+    assert tiles["resumed"] == _tiles(plan, ROW0) + ran
+    assert tiles["why"]["chunk_pending"] == tiles["run"] and tiles["why"]["tile_damaged"] == 0
+
+
+def test_a_damaged_spilled_tile_runs_again(case: dict, tmp_path: Path) -> None:
+    opts, plan, ran = _killed_mid_chunk(case, tmp_path)
+    bad = sorted(Path(opts.tiles_dir).glob("*/tile/*.npy"))[0]
+    bad.write_bytes(bad.read_bytes()[:-20])
+    pending = [c for c in plan.chunks if c not in ROW0]
+    report = _resume(case, tmp_path, opts)  # output identical all the same
+    tiles = report["tiles"]
+    assert tiles["why"]["tile_damaged"] == 1
+    assert tiles["run"] == report["chunks"]["tiles_run"] == _tiles(plan, pending) - ran + 1
 
 
 @pytest.mark.parametrize("damage", ["truncated", "bit flip", "missing"])
@@ -220,6 +280,10 @@ def test_sigkill_mid_run_then_resume(unet_rgb: Path, tmp_path: Path) -> None:
     # chunks whose accumulate had run: stored, or with a spilled hand-over
     ran = done | {tuple(map(int, p.stem.split("-")[0].split("_")))
                   for p in (root / "handover").glob("*.npy")}  # fmt: skip
+    plan = TilePlan(1536, 1536, 128, 16, 128)
+    owner = {t: c for c, ch in plan.chunks.items() for t in ch.tiles}
+    tiles_spilled = [owner[tuple(map(int, p.stem.split("_")))] for p in (root / "tile").glob("*.npy")]
+    ran |= set(tiles_spilled)
     in_flight = ran - done
     # in flight, but its own piece was spilled (its tiles took long): nothing to run again
     kept = {(i, j) for i, j in in_flight if (root / "handover" / f"{i}_{j}-{i}_{j}.npy").exists()}
@@ -235,8 +299,11 @@ def test_sigkill_mid_run_then_resume(unet_rgb: Path, tmp_path: Path) -> None:
     # tiles computed twice: those of the chunks in flight at the kill (a few: chunks run at
     # most 2 x workers ahead of the last stored one), no more
     # (without the kept hand-overs, stored chunks feeding pending ones would run again too)
-    plan = TilePlan(1536, 1536, 128, 16, 128)
-    assert tiles["run"] == _tiles(plan, set(plan.chunks) - done - kept)
+    assert tiles["why"]["tile_damaged"] == 0
+    # and of the in-flight chunks, the tiles that had run were spilled: only those being
+    # computed at the kill ran again
+    to_run = set(plan.chunks) - done - kept
+    assert tiles["run"] == _tiles(plan, to_run) - sum(c in to_run for c in tiles_spilled)
     assert len(in_flight) <= 8
     with rasterio.open(tmp_path / "res" / "big_classes.tif") as a, \
             rasterio.open(tmp_path / "ref" / "big_classes.tif") as b:  # fmt: skip
