@@ -21,7 +21,7 @@ demo: $(STAMP)
 	@echo "  in QGIS:        qgis results/demo/*.tif results/demo/hag_polygons.gpkg   (styled classes, polygons)"
 	@echo "  the notebook:   notebooks/01_quickstart.ipynb   (any Jupyter front end, kernel .venv/bin/python)"
 
-test: lint browser
+test: lint browser compiler
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
 
 test-fast: lint  # the suite without the tests marked slow (notebooks, clusters, kills)
@@ -40,6 +40,16 @@ browser:
 			|| echo "could not install chromium: the browser test will skip"; \
 	fi; true
 
+# a C++ compiler for torch.compile's CPU code (the --compile test), installed only where missing
+# and possible; never fails: without one that test skips
+compiler:
+	@if ! command -v g++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ]; then \
+		echo "installing g++ (torch.compile test)"; \
+		{ apt-get update -qq && apt-get install -y -qq g++; } >/dev/null 2>&1 \
+			|| echo "could not install g++: the torch.compile test will skip"; \
+	fi; true
+
 # the segmentation service on the demo model, the bundled sample registered for user demo
 # (http://127.0.0.1:8000/, sign in with the printed token, Submit)
 SERVE_DATA ?= results/serve
@@ -51,4 +61,4 @@ serve: $(STAMP)
 		&& touch $(SERVE_DATA)/.demo-scene; }
 	$(BIN)/geoseg serve --data $(SERVE_DATA) --models models --allow-root tests/data $(SERVE_ARGS)
 
-.PHONY: install demo test test-fast lint browser serve
+.PHONY: install demo test test-fast lint browser compiler serve

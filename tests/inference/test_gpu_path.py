@@ -4,6 +4,7 @@ back with one warning), the CPU path untouched; CUDA against CPU where a GPU is 
 from __future__ import annotations
 
 import logging
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def test_compiled_shapes_compile_one_at_a_time(tiny: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU code needs a C++ compiler (make test installs g++)")
 def test_predict_with_compile_gives_the_same_classes(tiny: Path, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     """``predict(compile=True)`` compiles for real (inductor, a C++ compiler on the CPU) and
