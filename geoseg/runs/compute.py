@@ -65,7 +65,8 @@ def compute_chunks(run: RunSetup, progress_callback: ProgressCallback | None = N
 
     A resumed run trusts what it reads back intact: stored chunks and the hand-overs a
     killed run spilled; only the tiles of chunks in flight at the kill (or whose spilled
-    pieces were damaged) run again. ``store``: the run's, opened already (``open_store``).
+    pieces were damaged) run again, and of those the tiles a killed run had spilled are read
+    back. ``store``: the run's, opened already (``open_store``).
     """
     store, plan, opts = store or open_store(run), run.plan, run.opts
     t_verify = time.perf_counter()

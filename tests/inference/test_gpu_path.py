@@ -18,14 +18,11 @@ from geoseg.bundle.bundle import load_bundle
 from geoseg.bundle.untrained import init_bundle
 from geoseg.geometry.window import PixelWindow
 from geoseg.inference import engine as engine_module
-from geoseg.inference.chunks import ChunkJob
 from geoseg.inference.engine import CompiledModel, Engine, open_engine
-from geoseg.inference.graph import build_graph, run_graph
 from geoseg.runs.job import plan_run
 from geoseg.runs.options import PredictOptions
 from geoseg.runtime import BATCH_CAP, auto_batch
 from geoseg.scene.scene import Scene
-from geoseg.store.tiles import TileStore
 from geoseg.tiling.plan import TilePlan
 from tests.support import RGB, invoke
 
@@ -49,17 +46,6 @@ def tiles(engine: Engine, n: int, size: int = 128, seed: int = 0) -> dict[str, n
                                                150 + 50 * i, 150 + 50 * i + size))  # fmt: skip
         out.append(engine.normalise(arrays, valid)["image"])
     return {"image": np.stack(out)}
-
-
-def classes_through_graph(engine: Engine, tmp: Path, batch: int = 1) -> np.ndarray:
-    """The RGB scene's class raster computed by the chunk graph with ``engine``."""
-    scene = Scene.open({"image": RGB})
-    plan = TilePlan(scene.grid.height, scene.grid.width, 128, 16, 256)
-    job = ChunkJob(scene, plan, batch, np.arange(engine.num_classes, dtype=np.uint8), False)
-    store = TileStore.create(tmp, scene.grid.shape, 256, engine.num_classes, False, {})
-    graph, finals, timings = build_graph(job, engine, list(plan.chunks), store)
-    run_graph(graph, finals + timings, 2)
-    return store.reader("classes")(PixelWindow(0, scene.grid.height, 0, scene.grid.width))[0]
 
 
 # --- batch size from free GPU memory -------------------------------------------------------
