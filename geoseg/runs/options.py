@@ -24,7 +24,7 @@ class PredictOptions(StrictModel):
                               "1024, smaller for small scenes so every worker has work)")
     batch: int | None = Field(None, ge=1, description="tiles per model call (default: 1 on "
                               "CPU; on CUDA as many as 75 % of the free GPU memory holds, "
-                              "at most 32, measured once per model; 8 on a remote cluster)")
+                              "at most 32, measured once the model is loaded; 8 on a Dask cluster)")
     device: str = Field("cpu", description="cpu or cuda (cuda:N)")
     amp: bool = Field(True, description="autocast (bf16/fp16) on CUDA")
     compile: bool = Field(False, description="run the model through torch.compile: the first "
