@@ -14,13 +14,19 @@ from geoseg.service.store import Store
 from geoseg.service.zygote import ForkedRunner
 
 
-class _Alive:
-    """A runner process that has not exited yet."""
+class _Runner:
+    """A runner process: alive until it is given an exit code (or a signal)."""
 
     pid = 0
 
+    def __init__(self) -> None:
+        self.code: int | None = None
+
     def poll(self) -> int | None:
-        return None
+        return self.code
+
+    def send_signal(self, sig: int) -> None:
+        self.code = -int(sig)
 
 
 def _manager(tmp_path: Path, **kw: Any) -> tuple[JobManager, Store, list[str]]:
@@ -32,12 +38,35 @@ def _manager(tmp_path: Path, **kw: Any) -> tuple[JobManager, Store, list[str]]:
     def launch(job: dict) -> bool:  # what _launch does, without a process
         store.set_job(job["id"], only_if=("queued",), state="running", started=time.time(),
                       attempts=job["attempts"] + 1)  # fmt: skip
-        manager.procs[job["id"]], manager.logs[job["id"]] = _Alive(), io.BytesIO()
+        manager.procs[job["id"]], manager.logs[job["id"]] = _Runner(), io.BytesIO()
         launched.append(job["id"])
         return True
 
     manager._launch = launch  # type: ignore[method-assign]
     return manager, store, launched
+
+
+def test_dispatcher_queue_order_locks_cancel_and_dead_runners(tmp_path: Path) -> None:
+    manager, store, launched = _manager(tmp_path, max_jobs=2)
+    user = store.user_for_token(store.create_token("a"))
+    ids = [store.add_job(user["id"], {"lock": k})[0]["id"] for k in ("k1", "k1", "k2", "k3")]
+    manager.tick()  # two at once; the second job shares the first one's tile stores: it waits
+    assert launched == [ids[0], ids[2]]
+    store.set_job(ids[0], state="done")
+    manager.procs[ids[0]].code = 0
+    manager.tick()
+    assert launched == [ids[0], ids[2], ids[1]]
+    manager.procs[ids[2]].code = -9  # a runner killed without a word: its job fails, next starts
+    manager.tick()
+    job = store.job(ids[2])
+    assert job["state"] == "failed" and "exited with code -9" in job["error"]
+    assert launched[-1] == ids[3]
+    store.set_job(ids[1], cancel_requested=True)  # cancelling a running job signals its runner
+    manager.tick()
+    assert manager.procs[ids[1]].code == -15
+    manager.tick()
+    assert store.job(ids[1])["state"] == "cancelled"
+    assert store.requeue_running() == [ids[3]] and store.job(ids[3])["state"] == "queued"
 
 
 def test_a_finished_job_frees_its_slot_while_its_runner_exits(tmp_path: Path) -> None:

@@ -120,58 +120,6 @@ def test_scene_requests(roots: list[Path]) -> None:
         parse_scene_request({"path": "a.tif", "url": "https://example.com/a.tif"})
 
 
-class _FakeRunner:
-    def __init__(self) -> None:
-        self.code: int | None = None
-
-    def poll(self) -> int | None:
-        return self.code
-
-    def send_signal(self, sig: int) -> None:
-        self.code = -int(sig)
-
-
-def test_dispatcher_queue_order_locks_cancel_and_dead_runners(tmp_path: Path) -> None:
-    import io
-    import time
-
-    from geoseg.service.manager import JobManager
-    from geoseg.service.settings import ServiceSettings
-
-    store = Store(tmp_path / "geoseg.db")
-    user = store.user_for_token(store.create_token("a"))
-    ids = [store.add_job(user["id"], {"lock": k})[0]["id"] for k in ("k1", "k1", "k2", "k3")]
-    manager = JobManager(ServiceSettings(data=tmp_path, models=tmp_path, max_jobs=2), store)
-    manager.scheduler = "tcp://127.0.0.1:1"
-    launched: list[str] = []
-
-    def launch(job: dict) -> bool:  # what _launch does, without a process
-        store.set_job(job["id"], only_if=("queued",), state="running", started=time.time(),
-                      attempts=job["attempts"] + 1)  # fmt: skip
-        manager.procs[job["id"]], manager.logs[job["id"]] = _FakeRunner(), io.BytesIO()
-        launched.append(job["id"])
-        return True
-
-    manager._launch = launch  # type: ignore[method-assign]
-    manager.tick()  # two at once; the second job shares the first one's tile stores: it waits
-    assert launched == [ids[0], ids[2]]
-    store.set_job(ids[0], state="done")
-    manager.procs[ids[0]].code = 0
-    manager.tick()
-    assert launched == [ids[0], ids[2], ids[1]]
-    manager.procs[ids[2]].code = -9  # a runner killed without a word: its job fails, next starts
-    manager.tick()
-    job = store.job(ids[2])
-    assert job["state"] == "failed" and "exited with code -9" in job["error"]
-    assert launched[-1] == ids[3]
-    store.set_job(ids[1], cancel_requested=True)  # cancelling a running job signals its runner
-    manager.tick()
-    assert manager.procs[ids[1]].code == -15
-    manager.tick()
-    assert store.job(ids[1])["state"] == "cancelled"
-    assert store.requeue_running() == [ids[3]] and store.job(ids[3])["state"] == "queued"
-
-
 def test_cli_tokens_and_operator_scenes(tmp_path: Path) -> None:
     from tests.support import DATA, invoke
 
