@@ -95,7 +95,7 @@ def compute_chunks(run: RunSetup, progress_callback: ProgressCallback | None = N
     if progress_callback is not None:
         progress_callback("chunks", len(done_before), len(plan.chunks))
     if pending:
-        timings = _run_pending(run, out, pending, handovers, progress_callback)
+        timings = _run_pending(run, out, pending, handovers, len(feeds), progress_callback)
         out.tiles = tile_account(plan, feeds, bad, counts=_collect(out.timer, feeds, timings))
     out.timer.add("chunks_wall", time.perf_counter() - t_run)
     return out
@@ -146,15 +146,14 @@ def tile_account(plan: TilePlan, feeds: dict[tuple[int, int], list[tuple[int, in
 
 
 def _run_pending(run: RunSetup, out: Computed, pending: list[tuple[int, int]],
-                 handovers: Handovers,
+                 handovers: Handovers, tasks: int,
                  progress_callback: ProgressCallback | None = None) -> list[dict]:  # fmt: skip
-    """Compute the pending chunks; returns the timing of each ``accumulate`` (in the order
-    of ``sources``)."""
+    """Compute the pending chunks (``tasks``: the chunks whose tiles run, ``sources``); returns
+    the timing of each ``accumulate`` (in the order of ``sources``)."""
     job = ChunkJob(scene=run.scene, plan=run.plan, batch=run.opts.batch,
                    class_ids=np.array([c.id for c in run.card.classes], np.uint8),
                    probabilities=run.opts.probabilities)  # fmt: skip
     if not run.opts.scheduler and run.opts.device == "cpu":  # threads of this process
-        tasks = len(sources(run.plan, pending, handovers))
         job.cores = CoreShare(out.workers * out.threads, out.workers, tasks)
     bar = tqdm(total=len(run.plan.chunks), initial=len(out.done_before), unit="chunk",
                desc="predict", disable=not run.opts.progress, leave=False)  # fmt: skip

@@ -91,6 +91,12 @@ def _resume(case: dict, tmp: Path, opts: PredictOptions) -> dict:
     return report
 
 
+def _spilled(folder: Path) -> list[Path]:
+    """The spilled files a kill left in ``folder``, without a killed writer's temporary
+    (``.name.XXXX.npy``: the resumed run removes it)."""
+    return [p for p in folder.glob("*.npy") if not p.name.startswith(".")]
+
+
 def _tiles(plan: TilePlan, chunks: Iterable[tuple[int, int]]) -> int:
     return sum(len(plan.chunks[c].tiles) for c in chunks)
 
@@ -279,10 +285,10 @@ def test_sigkill_mid_run_then_resume(unet_rgb: Path, tmp_path: Path) -> None:
     assert len(done) < 144, "the run finished before it could be killed; make it longer"
     # chunks whose accumulate had run: stored, or with a spilled hand-over
     ran = done | {tuple(map(int, p.stem.split("-")[0].split("_")))
-                  for p in (root / "handover").glob("*.npy")}  # fmt: skip
+                  for p in _spilled(root / "handover")}  # fmt: skip
     plan = TilePlan(1536, 1536, 128, 16, 128)
     owner = {t: c for c, ch in plan.chunks.items() for t in ch.tiles}
-    tiles_spilled = [owner[tuple(map(int, p.stem.split("_")))] for p in (root / "tile").glob("*.npy")]
+    tiles_spilled = [owner[tuple(map(int, p.stem.split("_")))] for p in _spilled(root / "tile")]
     ran |= set(tiles_spilled)
     in_flight = ran - done
     # in flight, but its own piece was spilled (its tiles took long): nothing to run again
