@@ -7,7 +7,9 @@ alike: real pixels, a real model's map, not the salt-and-pepper of random weight
 output (class and confidence COGs, polygons as GeoPackage, quicklook). Each run is a fresh
 `geoseg predict` process; reports its wall time, the polygon stage (``vectorise``: after the
 chunks; ``polygons_after_chunks``: what is left of it once the chunks are done when polygons
-are made during inference), the polygon count, and their shares of the wall time.
+are made during inference), the polygon count, and their shares of the wall time; and the
+pipeline efficiency with these full outputs (benchmarks/predict.py's: the model alone on the
+plan's exact tiles and worker layout, in a fresh process / the run's wall).
 Writes benchmarks/results/polygons.json.
 """
 
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from landsat import ROOT, write_result
+from predict import measure
 
 SAMPLE = ROOT / "tests" / "data" / "alexandria"
 
@@ -57,6 +60,7 @@ def run(hag: Path, dsm: Path, out: Path, tile: int, when: str) -> dict:
     return {"when": when, "wall_s": round(wall, 2), "chunks_s": t.get("chunks_wall"),
             "polygon_stage_s": stage, "vectorise_s": t.get("vectorise"),
             "polygons": report["polygons"], "polygon_share": round(stage / wall, 3),
+            "settings": {k: report["settings"][k] for k in ("chunk", "batch", "workers")},
             "timings_s": t}  # fmt: skip
 
 
@@ -77,6 +81,14 @@ def main() -> None:
         print(f"polygons {when}: wall {row['wall_s']:.1f} s, chunks {row['chunks_s']:.1f} s, "
               f"polygon stage {row['polygon_stage_s']:.1f} s = {row['polygon_share']:.1%} of wall "
               f"(target <= 10 %), {row['polygons']} polygons", flush=True)
+    settings = result["runs"][0]["settings"]
+    alone = measure("model_only", str(hag), str(ROOT / "models" / "demo"), str(settings["chunk"]),
+                    str(settings["batch"]), str(settings["workers"]), str(a.tile))  # fmt: skip
+    result["model_only"] = alone
+    for row in result["runs"]:
+        row["efficiency_full"] = round(alone["model_s"] / row["wall_s"], 3)
+        print(f"efficiency with full outputs, polygons {row['when']}: {row['efficiency_full']:.2f} "
+              f"(model alone {alone['model_s']:.1f} s; target >= 0.85)", flush=True)
     write_result(a.out, result)
 
 

@@ -62,8 +62,8 @@ def child(argv: list[str]) -> None:
         extra = {"report": {k: report[k] for k in ("overlap_factor", "chunks", "timings_s")},
                  "chunk": report["settings"]["chunk"], "batch": report["settings"]["batch"]}
     elif kind == "model_only":
-        scene, bundle, chunk, batch, workers = rest
-        extra = model_only(scene, bundle, int(chunk), int(batch), int(workers))
+        scene, bundle, chunk, batch, workers, *tile = rest
+        extra = model_only(scene, bundle, int(chunk), int(batch), int(workers), int(*tile or [0]))
     elif kind == "handloop":
         scene, bundle, out, threads = rest
         extra = hand_loop(scene, bundle, out, int(threads))
@@ -84,9 +84,10 @@ def child(argv: list[str]) -> None:
     print(json.dumps({"wall_s": wall, "peak_rss_mib": rss, "children_peak_rss_mib": kids, **extra}))
 
 
-def model_only(scene: str, bundle: str, chunk: int, batch: int, workers: int) -> dict:
+def model_only(scene: str, bundle: str, chunk: int, batch: int, workers: int, tile: int = 0) -> dict:
     """Forward time of the model alone on the plan's exact batches (no I/O, no blending),
-    with geoseg's worker layout: ``workers`` threads, cores // workers torch threads each."""
+    with geoseg's worker layout: ``workers`` threads, cores // workers torch threads each.
+    ``tile``: as ``--tile`` (0: the bundle's)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import rasterio
@@ -102,7 +103,8 @@ def model_only(scene: str, bundle: str, chunk: int, batch: int, workers: int) ->
     model = load_bundle(bundle).model
     with rasterio.open(scene) as ds:
         h, w = ds.shape
-    plan = TilePlan(h, w, card.tile_size, min(card.halo, card.tile_size // 4), chunk)
+    tile = tile or card.tile_size
+    plan = TilePlan(h, w, tile, min(card.halo, tile // 4), chunk)
     sizes = [min(batch, len(ch.tiles) - i) for ch in plan.chunks.values()
              for i in range(0, len(ch.tiles), batch)]  # fmt: skip
     x = {m: torch.randn(batch, len(c.bands), plan.tile_h, plan.tile_w)
@@ -184,7 +186,8 @@ def args() -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
-    ap.add_argument("--compare-sizes", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--compare-sizes", type=int, nargs="*", default=[2048, 4096],
+                    help="sizes also timed with 1 worker, TinyCNN and the hand loop (none: no value)")
     ap.add_argument("--work", type=Path, default=ROOT / "tiles" / "bench")
     ap.add_argument("--chunk", type=int, default=0, help="0: geoseg's default (auto)")
     ap.add_argument("--batch", type=int, default=0, help="0: geoseg's default (1 on CPU)")

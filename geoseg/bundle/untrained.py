@@ -11,7 +11,7 @@ import torch
 from geoseg.bundle.bundle import save_bundle
 from geoseg.bundle.card import ModalityCard, ModelCard, PretrainedWeights
 from geoseg.models import create
-from geoseg.models.torchgeo_weights import apply_normalisation
+from geoseg.models.torchgeo_encoders import apply_normalisation
 from geoseg.scene.classes import default_classes
 from geoseg.scene.scene import Scene
 from geoseg.scene.stats import band_stats

@@ -82,7 +82,7 @@ def create(
     model = cls(modalities, num_classes, args.model_copy(update=dict.fromkeys(skip)) if skip else args)
     model.args = args
     if load_weights and torchgeo:
-        from geoseg.models.torchgeo_weights import load_pretrained
+        from geoseg.models.torchgeo_encoders import load_pretrained
 
         model.pretrained = load_pretrained(model, torchgeo, band_roles)
     return model

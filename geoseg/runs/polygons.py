@@ -1,11 +1,12 @@
-"""Polygons written while the chunks are computed, so vectorising overlaps the model.
+"""The polygon layer written on a thread of its own, beside the model or beside the COG writes.
 
 The streamed vectoriser (``outputs.stream``) reads the class raster in the tile store's own
 chunk grid, row-major, and appends a chunk's polygons as soon as it has read it (merging those
 cut by chunk lines one row later). :class:`PolygonsAhead` runs it on a thread whose reader waits
-until the tile store holds the chunk it asks for: when the last chunk is stored, only the last
-chunk row's polygons and merge remain. The same chunks are read in the same order as after
-the fact, so the file is the same, byte for byte.
+until the tile store holds the chunk it asks for. Started before the chunks are computed (a GPU
+or a cluster runs the model), only the last chunk row's polygons and merge remain when the last
+chunk is stored; started after them (the CPU's cores ran the model), it overlaps the COG writes.
+The same chunks are read in the same order either way, so the file is the same, byte for byte.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class PolygonsAhead:
     chunks excluded) and ``polygons_wait``.
     """
 
-    def __init__(self, run: RunSetup, store: TileStore, timer: StageTimer, poll: float = 0.05):
+    def __init__(self, run: RunSetup, store: TileStore, timer: StageTimer, poll: float = 0.05,
+                 progress: bool = False):  # fmt: skip
         self.run, self.store, self.timer, self.poll = run, store, timer, poll
+        self.progress = progress
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._waited = 0.0
@@ -67,14 +70,16 @@ class PolygonsAhead:
             self._wait(window)
             return read(window)[0]
 
-        try:  # one progress bar at a time: the chunks'
-            write_polygons(ready, run.scene, run.card, run.paths, run.opts, own, progress=False)
+        try:
+            write_polygons(ready, run.scene, run.card, run.paths, run.opts, own,
+                           progress=self.progress)  # fmt: skip
         except BaseException as err:  # handed to finish(); a stopped run's is expected
             if not self._stop.is_set():
                 self._error = err
         self.ended = time.perf_counter()
         own.add("vectorise", -self._waited)
-        own.add("polygons_wait", self._waited)
+        if self._waited:  # started after the chunks, it never waits
+            own.add("polygons_wait", self._waited)
         for stage, value in own.seconds.items():
             self.timer.add(stage, value)
 
@@ -83,6 +88,8 @@ class PolygonsAhead:
         c = self.run.plan.chunk
         need = [(i, j) for i in range(window.r0 // c, (window.r1 - 1) // c + 1)
                 for j in range(window.c0 // c, (window.c1 - 1) // c + 1)]  # fmt: skip
+        if all(self.store.is_done(index) for index in need):
+            return
         t0 = time.perf_counter()
         while not all(self.store.is_done(index) for index in need):
             if self._stop.wait(self.poll):

@@ -25,6 +25,7 @@ from geoseg.store.lock import store_lock
 if TYPE_CHECKING:
     from geoseg.runs.compute import Computed, ProgressCallback
     from geoseg.runs.polygons import PolygonsAhead
+    from geoseg.store.tiles import TileStore
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,14 @@ def _predict_locked(run: RunSetup, t_start: float,
     try:
         store = open_store(run)
         if "vectors" in run.paths and vectorise_during(run.opts):
-            from geoseg.inference.engine import StageTimer
-            from geoseg.runs.polygons import PolygonsAhead
-
-            polygons = PolygonsAhead(run, store, StageTimer()).start()
+            polygons = _start_polygons(run, store, progress=False)
         done = compute_chunks(run, progress_callback, store)
-        return _write_all(run, done, polygons, t_start, progress_callback)
+        stats = _valid_stats(run, done)
+        if "vectors" in run.paths and polygons is None:
+            # after the chunks, beside the COG writes: the vectoriser holds the GIL for most
+            # of its work, GDAL's compression and overviews do not (8192²: 10.0 -> 7.8 s)
+            polygons = _start_polygons(run, store, progress=run.opts.progress)
+        return _write_all(run, done, stats, polygons, t_start, progress_callback)
     except BaseException:
         if polygons is not None:
             polygons.cancel()
@@ -94,16 +97,29 @@ def vectorise_during(opts: PredictOptions) -> bool:
     return opts.device != "cpu" or opts.scheduler not in (None, "local")
 
 
-def _write_all(run: RunSetup, done: Computed, polygons: PolygonsAhead | None, t_start: float,
-               progress_callback: ProgressCallback | None) -> dict[str, Any]:  # fmt: skip
-    """The outputs and the report of computed chunks (polygons: joined, not written here)."""
-    from geoseg.runs.write import build_report, write_outputs
+def _start_polygons(run: RunSetup, store: TileStore, progress: bool) -> PolygonsAhead:
+    """The polygon layer's thread, reading chunks as the store holds them."""
+    from geoseg.inference.engine import StageTimer
+    from geoseg.runs.polygons import PolygonsAhead
 
+    return PolygonsAhead(run, store, StageTimer(), progress=progress).start()
+
+
+def _valid_stats(run: RunSetup, done: Computed) -> dict:
+    """The stored chunks' statistics; an all-nodata scene is an input error (store removed)."""
     stats = done.store.done_stats()
     if sum(s["valid_pixels"] for s in stats.values()) == 0:
         done.store.remove()
         raise InputError(f"{run.image}: the scene has no valid pixel (all nodata); "
                          "check the file's nodata value and mask")  # fmt: skip
+    return stats
+
+
+def _write_all(run: RunSetup, done: Computed, stats: dict, polygons: PolygonsAhead | None,
+               t_start: float, progress_callback: ProgressCallback | None) -> dict[str, Any]:  # fmt: skip
+    """The outputs and the report of computed chunks (polygons: joined, not written here)."""
+    from geoseg.runs.write import build_report, write_outputs
+
     if progress_callback is not None:
         progress_callback("outputs", len(run.plan.chunks), len(run.plan.chunks))
     t_chunks = time.perf_counter()

@@ -21,10 +21,10 @@ from geoseg.store.tiles import TileStore
 def write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[str, Path],
                   opts: PredictOptions, timer: StageTimer,
                   polygons: Callable[[], None] | None = None) -> None:  # fmt: skip
-    """Class (confidence, probability) COGs, QGIS styles, quicklook and polygons from the store.
+    """Class (confidence, probability) COGs, QGIS styles and quicklook from the store.
 
-    ``polygons``: waits for a polygon layer written while the chunks were computed
-    (``runs.polygons``); without it, the layer is written here.
+    ``polygons``: waits for the polygon layer, written on a thread of its own
+    (``runs.polygons``) while the chunks were computed or while these are written.
     """
     with timer.clock("write_cog"):
         _write_cogs(store, scene, card, paths, opts)
@@ -37,10 +37,6 @@ def write_outputs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[s
                         title=f"{paths['classes'].name} ({card.architecture})")  # fmt: skip
     if polygons is not None:
         polygons()
-    elif "vectors" in paths:
-        read = store.reader("classes")
-        write_polygons(lambda window: read(window)[0], scene, card, paths, opts, timer,
-                       opts.progress)  # fmt: skip
 
 
 def _write_cogs(store: TileStore, scene: Scene, card: ModelCard, paths: dict[str, Path],

@@ -1,10 +1,13 @@
-"""The training loop: steps of sampled windows, periodic validation, checkpoints, bundles."""
+"""The training loop: steps of sampled windows, periodic validation, checkpoints, bundles.
+
+What a run settles before its first step is in :mod:`geoseg.training.run_setup`; the history
+rows it records at each validation come from :mod:`geoseg.training.history`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +18,18 @@ from tqdm.auto import tqdm
 
 from geoseg.bundle.bundle import save_bundle
 from geoseg.config import IGNORE
-from geoseg.errors import ConfigError
 from geoseg.training import ddp
 from geoseg.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from geoseg.training.config import TrainConfig
-from geoseg.training.criterion import TrainModule, auto_class_weights
+from geoseg.training.criterion import TrainModule
+from geoseg.training.history import history_row, new_running, summary_line
 from geoseg.training.model import build_model, ignore_indices, make_card, score
 from geoseg.training.optim import build_optimizer, lr_factor, set_lr
-from geoseg.training.prepare import prepare
 from geoseg.training.report import RunFacts, run_report, write_history, write_report
 from geoseg.training.result import TrainResult
+from geoseg.training.run_setup import amp_dtype, class_weights, prepare_run, set_threads
 from geoseg.training.sampling import WindowSampler
-from geoseg.training.sparse import holdout_specs, is_pixel, with_window
+from geoseg.training.sparse import holdout_specs, is_pixel
 from geoseg.training.validation import validate
 from geoseg.training.windows import TrainWindows
 
@@ -42,29 +45,19 @@ class Trainer:
         # under torchrun each process takes the GPU of its local rank
         self.device = ddp.resolve_device(cfg.device, ddp.local_rank())
         self.dist = ddp.setup(self.device)
-        self._threads()
+        set_threads(cfg.threads, self.dist, self.device)
         if self.dist.main:
             out.mkdir(parents=True, exist_ok=True)
-        # rank 0 scans first (and caches); the others then read the cache
-        if not self.dist.main:
-            ddp.barrier(self.dist)
-        self.prep = prepare(cfg, resolve, default_catalog, source, out / "cache")
-        if self.dist.main:
-            ddp.barrier(self.dist)
-        # what prepare resolved (the automatic window) holds for the rest of the run
-        self.cfg = cfg = self.prep.config or with_window(cfg, cfg.sampling.size)
-        if cfg.pretrain is not None and cfg.model.init is None:  # self-supervised first
-            from geoseg.training.pretrain import pretrained_config
-
-            self.cfg = cfg = pretrained_config(cfg, self.prep, out, self.device, self.dist,
-                                               progress)  # fmt: skip
+        self.prep, cfg = prepare_run(cfg, resolve, default_catalog, source, out, self.device,
+                                     self.dist, progress)  # fmt: skip
+        self.cfg = cfg
         self.split = self.prep.split_report(cfg)
         self.ignore = ignore_indices(cfg, self.prep, source)
         self.model = build_model(cfg, self.prep, resolve).to(self.device)
-        weights = self._class_weights()
+        weights = class_weights(cfg, self.prep, source)
         self.module = TrainModule(self.model, cfg.loss, weights).to(self.device)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
-        self.amp_dtype = _amp_dtype(cfg, self.device)
+        self.amp_dtype = amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.sampler = WindowSampler(self.prep.cands, self.prep.splits, cfg.sampling.mode,
                                      cfg.split.gap, cfg.seed, self.prep.features)  # fmt: skip
@@ -79,27 +72,8 @@ class Trainer:
         self.last_metrics: dict[str, Any] | None = None
         #: training loss/accuracy sums since the last validation (checkpointed, so the history
         #: row after a resume averages the same steps as without the interruption)
-        self.running = _running()
+        self.running = new_running()
         self._holdout: list[Any] | None = None
-
-    def _threads(self) -> None:
-        import os
-
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
-        elif self.dist.enabled and self.device.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.dist.world))
-
-    def _class_weights(self) -> list[float] | None:
-        cw = self.cfg.loss.class_weights
-        if cw == "none":
-            return None
-        if cw == "auto":
-            return auto_class_weights(self.prep.class_pixels)
-        if len(cw) != len(self.prep.classes):
-            raise ConfigError(f"{self.source}: loss.class_weights has {len(cw)} values for "
-                              f"{len(self.prep.classes)} classes; give one per class")
-        return list(cw)
 
     # ------------------------------------------------------------------ state
 
@@ -116,7 +90,7 @@ class Trainer:
         self.step, self.history = int(meta["step"]), list(meta["history"])
         self.best, self.samples = meta["best"], int(meta["samples"])
         self.elapsed = float(meta["elapsed"])
-        self.running = {**_running(), **meta.get("running", {})}
+        self.running = {**new_running(), **meta.get("running", {})}
         self.resumed_from = self.step
         log.info("resumed %s at step %d of %d", self.out, self.step, self.cfg.steps)
 
@@ -204,7 +178,7 @@ class Trainer:
                 self._tick()
                 if self.step % cfg.val_every == 0 or self.step >= cfg.steps or out_of_time:
                     self._validate_and_record(self.running, lr)
-                    self.running = _running()
+                    self.running = new_running()
                 if out_of_time:
                     status = "time_limit"
                     break
@@ -291,18 +265,8 @@ class Trainer:
 
     def _validate_and_record(self, run: dict[str, Any], lr: float) -> None:
         metrics, val_loss = self.validate()
-        wall = time.perf_counter() - run["t"]
-        row: dict[str, Any] = {
-            "step": self.step, "samples": self.samples, "lr": lr,
-            "train_loss": run["loss"] / run["n"] if run["n"] else None,
-            "train_pixel_accuracy": run["correct"] / run["labelled"] if run["labelled"] else None,
-            "val_loss": None if math.isnan(val_loss) else val_loss,
-            "val_miou": metrics["miou"], "val_overall_accuracy": metrics["overall_accuracy"],
-            "val_kappa": metrics["kappa"], "val_mean_f1": metrics["mean_f1"],
-            **{f"val_iou_{n}": c["iou"] for n, c in metrics["per_class"].items()},
-            "samples_per_s": run["samples"] / wall if wall > 0 else None,
-            "elapsed_s": round(self.elapsed, 2),
-        }  # fmt: skip
+        row = history_row(run, metrics, val_loss, step=self.step, samples=self.samples, lr=lr,
+                          elapsed=self.elapsed)  # fmt: skip
         self.history.append(row)
         self.last_metrics = metrics
         value = score(metrics, self.cfg.best_metric, self.source)
@@ -316,8 +280,7 @@ class Trainer:
         if self.dist.main:
             write_history(self.history, self.out)
         if self.dist.main:
-            msg = (f"step {self.step}: val mIoU {_fmt(metrics['miou'])}, OA "
-                   f"{_fmt(metrics['overall_accuracy'])}, train loss {_fmt(row['train_loss'])}")
+            msg = summary_line(self.step, metrics, row["train_loss"])
             tqdm.write(msg) if self.progress else log.info(msg)
 
     def finish(self) -> TrainResult:
@@ -358,22 +321,6 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group (DDP)."""
         ddp.cleanup(self.dist)
-
-
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 (else fp16) on CUDA when ``amp`` is set; None for full precision."""
-    if cfg.amp and device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
-
-
-def _running() -> dict[str, Any]:
-    return {"loss": 0.0, "n": 0, "correct": 0.0, "labelled": 0.0, "samples": 0,
-            "t": time.perf_counter()}  # fmt: skip
-
-
-def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.4f}"
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resolve: Callable[[str], Path] | None = None,

@@ -16,7 +16,7 @@ from geoseg.bundle.bundle import load_bundle
 from geoseg.bundle.card import ModalityCard, ModelCard, PretrainedWeights
 from geoseg.errors import ConfigError
 from geoseg.models import SegModel, create
-from geoseg.models.torchgeo_weights import apply_normalisation
+from geoseg.models.torchgeo_encoders import apply_normalisation
 from geoseg.training.config import TrainConfig
 from geoseg.training.prepare import Prepared
 

@@ -122,6 +122,30 @@ def test_multiband_average_cog_round_trips(tmp_path: Path, rgb: tuple[np.ndarray
         np.testing.assert_array_equal(ds.read(), data)
 
 
+def test_scratch_codec_falls_back_where_gdal_lacks_zstd(
+    tmp_path: Path, rgb: tuple[np.ndarray, GridBox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, grid = rgb
+    assert cog_module.scratch_codec() == {"compress": "zstd", "zstd_level": 1}  # this GDAL has it
+    real_open, asked = rasterio.open, []
+
+    def no_zstd(path, mode="r", **kw):  # what a GDAL built without libzstd answers
+        asked.append(kw.get("compress"))
+        if kw.get("compress") == "zstd":
+            raise RasterioIOError("Cannot create TIFF file due to missing codec for ZSTD.")
+        return real_open(path, mode, **kw)
+
+    monkeypatch.setattr(cog_module.rasterio, "open", no_zstd)
+    assert cog_module.scratch_codec() == {"compress": "deflate", "zlevel": 1}
+    out = write_cog(tmp_path / "rgb.tif", grid, reader(data), count=3, dtype="uint8", nodata=0,
+                    overview_resampling="average")  # fmt: skip
+    monkeypatch.undo()
+    assert "deflate" in asked  # the scratch file took the fallback
+    assert cog_info(out)["is_valid"]
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read(), data)
+
+
 def test_all_nodata_blocks_give_a_nodata_cog(
     tmp_path: Path, rgb: tuple[np.ndarray, GridBox]
 ) -> None:

@@ -147,10 +147,10 @@ def test_rasterdataset_with_dem_and_labels_splits_chips_apart(tmp_path: Path) ->
     # the label class survives pickling into a fresh process (spawned loader workers)
     import pickle
 
-    from geoseg.training import torchgeo_source
+    from geoseg.training import torchgeo_geo
 
-    cls = pickle.loads(pickle.dumps(torchgeo_source.RasterDatasetLabels))
-    assert cls.is_image is False and cls is torchgeo_source.RasterDatasetLabels
+    cls = pickle.loads(pickle.dumps(torchgeo_geo.RasterDatasetLabels))
+    assert cls.is_image is False and cls is torchgeo_geo.RasterDatasetLabels
 
 
 def _full(scene: object) -> PixelWindow:
