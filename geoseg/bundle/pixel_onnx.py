@@ -91,9 +91,26 @@ def compose(names: Sequence[str], bands: Sequence[int], local: int, classifier: 
     """The whole pixel model: features, the converted ``classifier`` (an ONNX model with
     input ``(N, F)`` and an output ``probabilities`` over ``classes_present``, in that order)
     and probabilities ``(B, num_classes, H, W)`` (classes never trained on get 0)."""
-    from onnx import TensorProto, checker, helper, numpy_helper
+    from onnx import TensorProto, checker, helper
 
     nodes, inputs, inits, _ = _prefix(names, bands, local)
+    clf_nodes, clf_inits, probs = _graft(classifier)
+    all_nodes, all_inits, probs = _all_classes(probs, classes_present, num_classes)
+    img_nodes, img_inits = _to_image(probs, num_classes)
+    nodes += [*clf_nodes, *all_nodes, *img_nodes]
+    inits += [*clf_inits, *all_inits, *img_inits]
+    out = helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, ["B", num_classes, "H", "W"])
+    model = _model(helper.make_graph(nodes, "geoseg_pixel_model", inputs, [out], inits),
+                   _opsets(classifier))  # fmt: skip
+    checker.check_model(model)
+    return model
+
+
+def _graft(classifier: Any) -> tuple[list, list, str]:
+    """The classifier's nodes and initialisers, renamed ``clf_*`` and fed the feature rows,
+    and the name of its probabilities."""
+    from onnx import helper, numpy_helper
+
     g = classifier.graph
     rename = {g.input[0].name: ROWS}
     probs_out = next(o.name for o in g.output if "prob" in o.name.lower())
@@ -101,16 +118,25 @@ def compose(names: Sequence[str], bands: Sequence[int], local: int, classifier: 
     def name(x: str) -> str:
         return rename.get(x, x if x in ("",) else f"clf_{x}")
 
+    nodes = []
     for j, node in enumerate(g.node):
         new = helper.make_node(node.op_type, [name(i) for i in node.input],
                                [name(o) for o in node.output], domain=node.domain,
                                name=f"clf{j}_{node.name}")  # fmt: skip
         new.attribute.extend(node.attribute)
         nodes.append(new)
-    for init in g.initializer:
-        arr = numpy_helper.to_array(init)
-        inits.append(numpy_helper.from_array(arr, name(init.name)))
-    probs = name(probs_out)
+    inits = [numpy_helper.from_array(numpy_helper.to_array(init), name(init.name))
+             for init in g.initializer]  # fmt: skip
+    return nodes, inits, name(probs_out)
+
+
+def _all_classes(probs: str, classes_present: Sequence[int],
+                 num_classes: int) -> tuple[list, list, str]:  # fmt: skip
+    """Nodes and initialisers from probabilities over the present classes to all classes',
+    ties broken towards the lower class; and the name of the result."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
     present = list(classes_present)
     if present != list(range(num_classes)):  # spread to all classes: exact (x·1 + 0)
         spread = np.zeros((len(present), num_classes), np.float32)
@@ -123,24 +149,33 @@ def compose(names: Sequence[str], bands: Sequence[int], local: int, classifier: 
     tie = (TIE_BREAK * np.arange(num_classes - 1, -1, -1)).astype(np.float32)
     inits.append(numpy_helper.from_array(tie, "tie_break"))
     nodes.append(helper.make_node("Add", [probs, "tie_break"], ["probs_tied"]))
-    probs = "probs_tied"
-    inits += [numpy_helper.from_array(np.array([0, 2, 3], np.int64), "bhw_idx"),
-              numpy_helper.from_array(np.array([num_classes], np.int64), "k_dim")]
-    nodes += [
+    return nodes, inits, "probs_tied"
+
+
+def _to_image(probs: str, num_classes: int) -> tuple[list, list]:
+    """Nodes and initialisers from probability rows ``(N, K)`` to ``probabilities``
+    ``(B, K, H, W)`` (B, H and W from the modalities' concatenation)."""
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([0, 2, 3], np.int64), "bhw_idx"),
+             numpy_helper.from_array(np.array([num_classes], np.int64), "k_dim")]  # fmt: skip
+    nodes = [
         helper.make_node("Shape", ["x_all"], ["x_shape"]),
         helper.make_node("Gather", ["x_shape", "bhw_idx"], ["bhw"], axis=0),
         helper.make_node("Concat", ["bhw", "k_dim"], ["bhwk"], axis=0),
         helper.make_node("Reshape", [probs, "bhwk"], ["probs_nhwk"]),
         helper.make_node("Transpose", ["probs_nhwk"], [PROBS], perm=[0, 3, 1, 2]),
     ]  # fmt: skip
-    out = helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, ["B", num_classes, "H", "W"])
+    return nodes, inits
+
+
+def _opsets(classifier: Any) -> dict[str, int]:
+    """Operator sets of the composed model: ours and the classifier's (the higher of each)."""
     opsets = {"": OPSET, "ai.onnx.ml": ML_OPSET}
     for op in classifier.opset_import:
         if op.domain not in ("", "ai.onnx"):
             opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
-    model = _model(helper.make_graph(nodes, "geoseg_pixel_model", inputs, [out], inits), opsets)
-    checker.check_model(model)
-    return model
+    return opsets
 
 
 def save_pixel_model(model: Any, card: ModelCard, path: str | Path) -> Path:

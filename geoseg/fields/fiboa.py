@@ -63,13 +63,19 @@ def validate_fiboa(path: str | os.PathLike[str]) -> list[str]:
     against :data:`CORE_SCHEMA` (batch by batch: memory does not grow with the file), unique
     ids and valid, non-empty polygon geometries.
     """
-    import jsonschema
     import pyarrow.parquet as pq
-    import shapely
 
-    problems: list[str] = []
     pf = pq.ParquetFile(path)
-    meta = pf.schema_arrow.metadata or {}
+    schema = pf.schema_arrow
+    problems = [*_metadata_problems(schema.metadata or {}), *_column_problems(schema)]
+    if problems:
+        return problems
+    return _row_problems(pf)
+
+
+def _metadata_problems(meta: dict[bytes, bytes]) -> list[str]:
+    """Problems of the GeoParquet ``geo`` and the fiboa collection metadata."""
+    problems: list[str] = []
     try:
         geo = json.loads(meta[b"geo"])
         column = geo["columns"][geo["primary_column"]]
@@ -84,40 +90,64 @@ def validate_fiboa(path: str | os.PathLike[str]) -> list[str]:
                             f"expected {FIBOA_VERSION!r}")  # fmt: skip
     except (KeyError, ValueError):
         problems.append("no 'fiboa' collection metadata in the Parquet metadata")
-    schema = pf.schema_arrow
-    for name in CORE_SCHEMA["required"]:
-        if name not in schema.names:
-            problems.append(f"required column {name!r} is missing")
+    return problems
+
+
+def _column_problems(schema: Any) -> list[str]:
+    """Missing required columns and core columns of the wrong Parquet type."""
+    problems = [f"required column {name!r} is missing"
+                for name in CORE_SCHEMA["required"] if name not in schema.names]  # fmt: skip
     for name, types in PARQUET_TYPES.items():
         if name in schema.names and str(schema.field(name).type) not in types:
             problems.append(f"column {name!r} has type {schema.field(name).type}, fiboa wants "
                             f"{' or '.join(sorted(types))}")  # fmt: skip
-    if problems:
-        return problems
+    return problems
+
+
+def _row_problems(pf: Any) -> list[str]:
+    """Problems of the rows, batch by batch (at most 20, then ``...``)."""
+    import jsonschema
+    import shapely
+
     validator = jsonschema.Draft202012Validator(
         CORE_SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-    props = [n for n in CORE_SCHEMA["properties"] if n in schema.names]
+    props = [n for n in CORE_SCHEMA["properties"] if n in pf.schema_arrow.names]
+    problems: list[str] = []
     seen: set[str] = set()
     for batch in pf.iter_batches(batch_size=8192, columns=[*props, "geometry"]):
         rows = batch.to_pylist()
-        geoms = shapely.from_wkb([r.pop("geometry") for r in rows])
-        bad = ~shapely.is_valid(geoms) | shapely.is_empty(geoms)
-        kinds = shapely.get_type_id(geoms)
-        bad |= (kinds != shapely.GeometryType.POLYGON) & (kinds != shapely.GeometryType.MULTIPOLYGON)
-        if bad.any():
-            problems.append(f"{int(bad.sum())} invalid, empty or non-polygon geometries")
+        bad = _bad_geometries(shapely.from_wkb([r.pop("geometry") for r in rows]))
+        if bad:
+            problems.append(f"{bad} invalid, empty or non-polygon geometries")
         for row in rows:
-            if row.get("determination_datetime") is not None:
-                row["determination_datetime"] = row["determination_datetime"].isoformat()
-            row["geometry"] = {}
-            for err in validator.iter_errors(row):
-                where = ".".join(map(str, err.absolute_path)) or "row"
-                problems.append(f"id {row.get('id')!r}: {where}: {err.message}")
-            if row["id"] in seen:
-                problems.append(f"id {row['id']!r} is not unique")
-            seen.add(row["id"])
+            problems += _record_problems(row, validator, seen)
         if len(problems) > 20:
             return [*problems[:20], "..."]
+    return problems
+
+
+def _bad_geometries(geoms: Any) -> int:
+    """How many of ``geoms`` are invalid, empty or not (multi)polygons."""
+    import shapely
+
+    bad = ~shapely.is_valid(geoms) | shapely.is_empty(geoms)
+    kinds = shapely.get_type_id(geoms)
+    bad |= (kinds != shapely.GeometryType.POLYGON) & (kinds != shapely.GeometryType.MULTIPOLYGON)
+    return int(bad.sum())
+
+
+def _record_problems(row: dict[str, Any], validator: Any, seen: set[str]) -> list[str]:
+    """Schema problems of one row (its geometry already taken out) and a repeated id."""
+    if row.get("determination_datetime") is not None:
+        row["determination_datetime"] = row["determination_datetime"].isoformat()
+    row["geometry"] = {}  # checked as WKB above; the schema only needs it present
+    problems = []
+    for err in validator.iter_errors(row):
+        where = ".".join(map(str, err.absolute_path)) or "row"
+        problems.append(f"id {row.get('id')!r}: {where}: {err.message}")
+    if row["id"] in seen:
+        problems.append(f"id {row['id']!r} is not unique")
+    seen.add(row["id"])
     return problems
 
 

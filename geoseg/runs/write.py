@@ -79,9 +79,44 @@ def write_polygons(read: BlockReader, scene: Scene, card: ModelCard, paths: dict
 
 def build_report(run: RunSetup, done: Computed, stats: dict, wall: float) -> dict[str, Any]:
     """The run report (inputs, model, settings, chunks, timings, per-class pixels and areas)."""
-    image, model, card, digest, scene = run.image, run.model, run.card, run.digest, run.scene
-    plan, opts, rid, paths = run.plan, run.opts, run.rid, run.paths
-    done_before, workers, threads, timer = done.done_before, done.workers, done.threads, done.timer
+    card, plan, opts = run.card, run.plan, run.opts
+    sec = dict(done.timer.seconds)
+    chunks = _chunk_counts(done, len(plan.chunks), sec)  # takes the tile counts out of sec
+    return {
+        "run": run.rid,
+        "geoseg_version": __version__,
+        "inputs": run.scene.describe(),
+        "image": str(run.image),
+        "model": {"path": str(run.model), "architecture": card.architecture, "sha256": run.digest,
+                  "trained": card.trained, "classes": [c.model_dump() for c in card.classes]},
+        "settings": {**opts.model_dump(mode="json"), "batch": done.batch or opts.batch,
+                     "tile": plan.tile, "overlap": plan.overlap,
+                     "workers": done.workers, "torch_threads": done.threads},
+        "overlap_factor": round(plan.overlap_factor, 4),
+        "chunks": chunks,
+        # tiles of the plan resumed (their results were in the store) and run, with why
+        "tiles": done.tiles,
+        "timings_s": {k: round(v, 3) for k, v in sec.items() if k != "polygons"} | {
+            "total": round(wall, 3)},
+        "polygons": int(sec.get("polygons", 0)),
+        "valid_pixels": sum(s["valid_pixels"] for s in stats.values()),
+        "classes": _class_totals(stats, card),
+        "outputs": {k: str(p) for k, p in run.paths.items()},
+    }  # fmt: skip
+
+
+def _chunk_counts(done: Computed, total: int, sec: dict[str, float]) -> dict[str, int]:
+    """Chunks resumed, computed and recomputed, and tiles run or skipped (popped from ``sec``)."""
+    return {"total": total, "resumed": len(done.done_before),
+            "computed": total - len(done.done_before),
+            # stored chunks found truncated or corrupt on resume, computed again
+            "recomputed_damaged": len(done.damaged),
+            "tiles_run": int(sec.pop("tiles", 0)),
+            "tiles_skipped_nodata": int(sec.pop("tiles_skipped_nodata", 0))}  # fmt: skip
+
+
+def _class_totals(stats: dict, card: ModelCard) -> dict[str, dict[str, Any]]:
+    """Pixels and area of each class over all chunks, by class name, in class id order."""
     names = {str(c.id): c.name for c in card.classes}
     pixels: dict[str, int] = {}
     areas: dict[str, float] = {}
@@ -89,34 +124,6 @@ def build_report(run: RunSetup, done: Computed, stats: dict, wall: float) -> dic
         for cid, n in s["pixels"].items():
             pixels[cid] = pixels.get(cid, 0) + n
             areas[cid] = areas.get(cid, 0.0) + s["area_m2"][cid]
-    sec = dict(timer.seconds)
-    return {
-        "run": rid,
-        "geoseg_version": __version__,
-        "inputs": scene.describe(),
-        "image": str(image),
-        "model": {"path": str(model), "architecture": card.architecture, "sha256": digest,
-                  "trained": card.trained, "classes": [c.model_dump() for c in card.classes]},
-        "settings": {**opts.model_dump(mode="json"), "batch": done.batch or opts.batch,
-                     "tile": plan.tile, "overlap": plan.overlap,
-                     "workers": workers, "torch_threads": threads},
-        "overlap_factor": round(plan.overlap_factor, 4),
-        "chunks": {"total": len(plan.chunks), "resumed": len(done_before),
-                   "computed": len(plan.chunks) - len(done_before),
-                   # stored chunks found truncated or corrupt on resume, computed again
-                   "recomputed_damaged": len(done.damaged),
-                   "tiles_run": int(sec.pop("tiles", 0)),
-                   "tiles_skipped_nodata": int(sec.pop("tiles_skipped_nodata", 0))},
-        # tiles of the plan resumed (their results were in the store) and run, with why
-        "tiles": done.tiles,
-        "timings_s": {k: round(v, 3) for k, v in sec.items() if k != "polygons"} | {
-            "total": round(wall, 3)},
-        "polygons": int(sec.get("polygons", 0)),
-        "valid_pixels": sum(s["valid_pixels"] for s in stats.values()),
-        "classes": {
-            names.get(cid, cid): {"id": int(cid), "pixels": pixels[cid],
+    return {names.get(cid, cid): {"id": int(cid), "pixels": pixels[cid],
                                   "area_m2": round(areas[cid], 2)}
-            for cid in sorted(pixels, key=int)
-        },
-        "outputs": {k: str(p) for k, p in paths.items()},
-    }  # fmt: skip
+            for cid in sorted(pixels, key=int)}  # fmt: skip

@@ -21,6 +21,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -272,9 +273,44 @@ def train_pixel(cfg: TrainConfig, out: Path, *, resolve: Callable[[str], Path],
     out.mkdir(parents=True, exist_ok=True)
     prep = prepare(cfg, resolve, default_catalog, source, out / "cache")
     run_cfg = prep.config or cfg
+    fitted = _fit_model(prep, run_cfg, args, threads, source)
+    ignore = ignore_indices(run_cfg, prep, source)
+    metrics = validate_pixel(prep, fitted.model, ignore)
+    split = prep.split_report(run_cfg)
+    card = pixel_card(run_cfg, prep, args, metrics, split, source, fitted.pixels)
+    path = save_pixel_model(fitted.model, card, out / MODEL)
+    elapsed = time.perf_counter() - t0
+    facts = _run_facts(run_cfg, args, out, source, fitted, metrics, ignore, split, elapsed)
+    rep = run_report(run_cfg, prep, facts)
+    rep.update(_pixel_report(cfg, prep, out, path, fitted))
+    write_history([_history_row(metrics, fitted.pixels, elapsed)], out)
+    write_report(rep, out)
+    log.info("pixel %s: %d training pixels, fitted in %.1f s; val mIoU %s", args.estimator,
+             fitted.pixels, fitted.fit_s, metrics["miou"])  # fmt: skip
+    return TrainResult(out, path, path, out / "train_report.json", out / "history.csv",
+                       "finished", metrics)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A fitted estimator, its composed ONNX model and the facts the report gives of the fit."""
+
+    est: Any
+    model: Any
+    pixels: int
+    features: int
+    present: list[int]
+    check: dict[str, Any]
+    fit_s: float
+
+
+def _fit_model(prep: Prepared, cfg: TrainConfig, args: PixelArgs, threads: int,
+               source: str) -> _Fitted:  # fmt: skip
+    """Collect the training pixels, fit, check the ONNX conversion and compose the model."""
     names = list(prep.modalities)
-    fmodel = feature_model(names, [prep.modalities[n] for n in names], args.local)
-    X, y, keys = collect_pixels(prep, run_cfg, args, session(fmodel, threads))
+    bands = [prep.modalities[n] for n in names]
+    fmodel = feature_model(names, bands, args.local)
+    X, y, keys = collect_pixels(prep, cfg, args, session(fmodel, threads))
     if len(np.unique(y)) < 2:
         raise ConfigError(f"{source}: the training pixels hold a single class; a classifier "
                           "needs two: add labels of other classes or change the split")
@@ -282,39 +318,44 @@ def train_pixel(cfg: TrainConfig, out: Path, *, resolve: Callable[[str], Path],
     est, onx, present = fit(args, X, y, sample_weights(y, keys, args.balance), threads)
     fit_s = time.perf_counter() - t_fit
     check = check_onnx(est, onx, X, present)
-    model = compose(names, [prep.modalities[n] for n in names], args.local, onx, present,
-                    len(prep.classes))  # fmt: skip
-    ignore = ignore_indices(run_cfg, prep, source)
-    metrics = validate_pixel(prep, model, ignore)
-    split = prep.split_report(run_cfg)
-    card = pixel_card(run_cfg, prep, args, metrics, split, source, len(y))
-    path = save_pixel_model(model, card, out / MODEL)
-    elapsed = time.perf_counter() - t0
-    value = score(metrics, run_cfg.best_metric, source)
+    model = compose(names, bands, args.local, onx, present, len(prep.classes))
+    return _Fitted(est, model, len(y), int(X.shape[1]), present, check, fit_s)
+
+
+def _run_facts(cfg: TrainConfig, args: PixelArgs, out: Path, source: str, fitted: _Fitted,
+               metrics: dict[str, Any], ignore: list[int], split: dict[str, Any],
+               elapsed: float) -> RunFacts:  # fmt: skip
+    """The facts of a finished pixel run, for :func:`run_report`."""
+    value = score(metrics, cfg.best_metric, source)
     best = {"score": value, "step": None, "metrics": metrics}
-    facts = RunFacts(
+    return RunFacts(
         source=source, out=out, checkpoint=out / MODEL, status="finished", step=1,
-        resumed_from=None, samples=len(y), elapsed=elapsed, device="cpu", world=1,
+        resumed_from=None, samples=fitted.pixels, elapsed=elapsed, device="cpu", world=1,
         model_arguments=args.model_dump(mode="json"),
-        inference_parameters=int(_nodes(est)), loss_name=f"{args.estimator} (per pixel)",
+        inference_parameters=int(_nodes(fitted.est)), loss_name=f"{args.estimator} (per pixel)",
         amp=False, ignore=ignore, split=split, best=best)  # fmt: skip
-    rep = run_report(run_cfg, prep, facts)
-    rep["outputs"] = {"model": str(path), "best": str(path), "last": str(path),
-                      "history_csv": str(out / "history.csv")}  # fmt: skip
-    rep["config_digest"] = config_digest(cfg)
-    rep["pixel"] = {"training_pixels": len(y), "features": int(X.shape[1]), "fit_s": round(fit_s, 2),
-                    "classes_trained": present, "onnx_check": check}  # fmt: skip
-    rep["holdout_scene_specs"] = holdout_specs(out, prep.catalog_scenes, prep.splits, prep.features)
-    row = {"step": 1, "samples": len(y), "val_miou": metrics["miou"],
-           "val_overall_accuracy": metrics["overall_accuracy"], "val_kappa": metrics["kappa"],
-           **{f"val_iou_{n}": c["iou"] for n, c in metrics["per_class"].items()},
-           "elapsed_s": round(elapsed, 2)}  # fmt: skip
-    write_history([row], out)
-    write_report(rep, out)
-    log.info("pixel %s: %d training pixels, fitted in %.1f s; val mIoU %s", args.estimator,
-             len(y), fit_s, metrics["miou"])  # fmt: skip
-    return TrainResult(out, path, path, out / "train_report.json", out / "history.csv",
-                       "finished", metrics)  # fmt: skip
+
+
+def _pixel_report(cfg: TrainConfig, prep: Prepared, out: Path, path: Path,
+                  fitted: _Fitted) -> dict[str, Any]:  # fmt: skip
+    """The report entries of a pixel run beyond :func:`run_report`'s."""
+    return {
+        "outputs": {"model": str(path), "best": str(path), "last": str(path),
+                    "history_csv": str(out / "history.csv")},
+        "config_digest": config_digest(cfg),
+        "pixel": {"training_pixels": fitted.pixels, "features": fitted.features,
+                  "fit_s": round(fitted.fit_s, 2), "classes_trained": fitted.present,
+                  "onnx_check": fitted.check},
+        "holdout_scene_specs": holdout_specs(out, prep.catalog_scenes, prep.splits, prep.features),
+    }  # fmt: skip
+
+
+def _history_row(metrics: dict[str, Any], pixels: int, elapsed: float) -> dict[str, Any]:
+    """The one row of a pixel run's history."""
+    return {"step": 1, "samples": pixels, "val_miou": metrics["miou"],
+            "val_overall_accuracy": metrics["overall_accuracy"], "val_kappa": metrics["kappa"],
+            **{f"val_iou_{n}": c["iou"] for n, c in metrics["per_class"].items()},
+            "elapsed_s": round(elapsed, 2)}  # fmt: skip
 
 
 def _nodes(est: Any) -> int:

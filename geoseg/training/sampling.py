@@ -96,39 +96,63 @@ def feature_windows(cands: Candidates, feats: Sequence[FeatureIndex | None],
     feature ``g`` (numbered across scenes in order) owns entries ``offsets[g]:offsets[g+1]``.
     Features whose pixels lie in no candidate window (e.g. too close to validation) own none.
     """
-    win, cell = cands.window, cands.cell
-    span = -(-win // cell)
+    span = -(-cands.window // cands.cell)
     klass, rows_f, rows_c, rows_w = [], [], [], []
     base = 0
     for s, f in enumerate(feats):
         if f is None:
             continue
-        h, w = shapes[s]
-        ra, ca = _positions(h, win, cell), _positions(w, win, cell)
-        lookup = np.full((len(ra), len(ca)), -1, np.int64)
-        mine = np.flatnonzero(cands.scene == s)
-        lookup[cands.r0[mine] // cell, cands.c0[mine] // cell] = mine
-        nc = f.cells_shape[1]
-        cr, cc = f.cell_flat // nc, f.cell_flat % nc
-        for da in range(-span + 1, 1):
-            for db in range(-span + 1, 1):
-                a, b = cr + da, cc + db
-                ok = (a >= 0) & (a < len(ra)) & (b >= 0) & (b < len(ca))
-                cand = np.full(len(a), -1, np.int64)
-                cand[ok] = lookup[a[ok], b[ok]]
-                keep = cand >= 0
-                rows_f.append(f.cell_feature[keep] + base)
-                rows_c.append(cand[keep])
-                rows_w.append(f.cell_count[keep])
+        lookup = _scene_lookup(cands, s, shapes[s])
+        for fid, cid, n in _cell_windows(f, lookup, span):
+            rows_f.append(fid + base)
+            rows_c.append(cid)
+            rows_w.append(n)
         klass.append(f.klass)
         base += len(f)
-    n = base
     fid = np.concatenate(rows_f) if rows_f else np.zeros(0, np.int64)
     cid = np.concatenate(rows_c) if rows_c else np.zeros(0, np.int64)
     wts = np.concatenate(rows_w) if rows_w else np.zeros(0, np.int64)
-    key, inv = np.unique(fid * max(len(cands), 1) + cid, return_inverse=True)
+    offsets, cid, cum = _csr(fid, cid, wts, base, len(cands))
+    return (np.concatenate(klass) if klass else np.zeros(0, np.int64)), offsets, cid, cum
+
+
+def _scene_lookup(cands: Candidates, scene: int, shape: tuple[int, int]) -> np.ndarray:
+    """The candidate at each window position of one scene's cell grid (-1: none)."""
+    win, cell = cands.window, cands.cell
+    h, w = shape
+    lookup = np.full((len(_positions(h, win, cell)), len(_positions(w, win, cell))), -1, np.int64)
+    mine = np.flatnonzero(cands.scene == scene)
+    lookup[cands.r0[mine] // cell, cands.c0[mine] // cell] = mine
+    return lookup
+
+
+def _cell_windows(f: FeatureIndex, lookup: np.ndarray,
+                  span: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """(feature, candidate, labelled pixels) of each feature cell in each candidate window
+    covering it: one triple per window offset (windows start ``span`` cells or fewer above and
+    left of a cell)."""
+    nc = f.cells_shape[1]
+    cr, cc = f.cell_flat // nc, f.cell_flat % nc
+    out = []
+    for da in range(-span + 1, 1):
+        for db in range(-span + 1, 1):
+            a, b = cr + da, cc + db
+            ok = (a >= 0) & (a < lookup.shape[0]) & (b >= 0) & (b < lookup.shape[1])
+            cand = np.full(len(a), -1, np.int64)
+            cand[ok] = lookup[a[ok], b[ok]]
+            keep = cand >= 0
+            out.append((f.cell_feature[keep], cand[keep], f.cell_count[keep]))
+    return out
+
+
+def _csr(fid: np.ndarray, cid: np.ndarray, wts: np.ndarray, n: int,
+         ncands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(feature, candidate, pixels) entries merged per pair, as CSR offsets over ``n``
+    features, candidate indices and each feature's cumulative pixel shares."""
+    m = max(ncands, 1)
+    key, inv = np.unique(fid * m + cid, return_inverse=True)
     wts = np.bincount(inv, weights=wts, minlength=len(key))
-    fid, cid = key // max(len(cands), 1), key % max(len(cands), 1)
+    fid, cid = key // m, key % m
     offsets = np.zeros(n + 1, np.int64)
     np.add.at(offsets, fid + 1, 1)
     offsets = np.cumsum(offsets)
@@ -138,7 +162,7 @@ def feature_windows(cands: Candidates, feats: Sequence[FeatureIndex | None],
         if b > a:
             c = np.cumsum(wts[a:b])
             cum[a:b] = c / c[-1]
-    return (np.concatenate(klass) if klass else np.zeros(0, np.int64)), offsets, cid, cum
+    return offsets, cid, cum
 
 
 class WindowSampler:
