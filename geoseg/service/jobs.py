@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -21,6 +21,9 @@ from geoseg.runs.options import PredictOptions
 from geoseg.service.access import AccessError, check_url, inside, is_url, resolve_path
 from geoseg.service.bundles import find_model, raster_modalities
 from geoseg.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from geoseg.catalog.spec import CatalogScene
 
 #: PredictOptions fields the server sets itself (they name its files or its cluster)
 SERVER_OPTIONS = {"tiles_dir": "the server keeps tile stores in its data folder",
@@ -219,9 +222,7 @@ def run_job(job: dict[str, Any], data: Path, scheduler: str,
 
 def _run_job(job: dict[str, Any], data: Path, scheduler: str,
              write_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:  # fmt: skip
-    from geoseg.catalog.loader import Catalog
-    from geoseg.catalog.spec import CatalogScene, CatalogSpec
-    from geoseg.runs.batch import predict_catalog, scene_inputs
+    from geoseg.runs.batch import scene_inputs
     from geoseg.runs.predict import predict
     from geoseg.service.bundles import read_card
 
@@ -229,39 +230,64 @@ def _run_job(job: dict[str, Any], data: Path, scheduler: str,
     model = Path(spec["model_path"])
     card = read_card(model)
     out = data / "jobs" / job["id"] / "out"
-    fixed: dict[str, Any] = {"tiles_dir": data / "tiles", "scheduler": scheduler, "progress": False}
-    if job["attempts"] > 1:  # a retry (server restart): the store holds this job's own chunks
-        fixed.update(overwrite=False, resume=True)
-    if "wait" in PredictOptions.model_fields:  # a run busy elsewhere (RunLock): wait for it
-        fixed["wait"] = spec["options"].get("wait", True)
-    opts = PredictOptions(**{**spec["options"], **fixed})
+    opts = _predict_options(job, data, scheduler)
     pixels = sum(s["pixels"] for s in spec["scenes"]) or None
     progress = Progress(write_progress, max(1, len(spec["scenes"])), pixels)
     progress.flush()
-    scenes = []
-    for s in spec["scenes"]:
-        mods = list(s["modalities"].items())
-        named = {card.reference: mods[0][1], **dict(mods[1:])}
-        scenes.append(CatalogScene(id=s["name"], modalities=named))
+    scenes = _catalog_scenes(spec["scenes"], card.reference)
     if spec["kind"] == "scene":
         image, extra, sopts = scene_inputs(scenes[0], card, opts)
         report = predict(image, model, out, extra, sopts, name=scenes[0].id,
                          progress_callback=progress)  # fmt: skip
         result = {"scenes": [_scene_result(scenes[0].id, report, out)]}
     else:
-        catalog = (Catalog.load(spec["catalog"]) if spec["kind"] == "catalog"
-                   else Catalog(CatalogSpec(name=spec.get("label") or "scenes", scenes=scenes)))  # fmt: skip
-        if spec["kind"] == "catalog":
-            progress.state["scenes_total"] = len(catalog.scenes)
-        batch = predict_catalog(catalog, model, out, opts, progress_callback=progress)
-        result = {"scenes": [
-            {"name": r.id, "status": r.status, "error": r.error, "valid_pixels": r.valid_pixels,
-             "classes": r.classes, "outputs": {k: _rel(v, out) for k, v in r.outputs.items()}}
-            for r in batch.scenes], "batch_report": "batch_report.json"}  # fmt: skip
-        if batch.scenes and not any(r.status != "failed" for r in batch.scenes):
-            raise InputError(f"every scene failed; first: {batch.scenes[0].id}: "
-                             f"{batch.scenes[0].error}")  # fmt: skip
+        result = _run_batch(spec, scenes, model, out, opts, progress)
     progress.finish()
+    return result
+
+
+def _predict_options(job: dict[str, Any], data: Path, scheduler: str) -> PredictOptions:
+    """The job's options with the server's own: its tile stores, its cluster, resume on retry."""
+    options = job["spec"]["options"]
+    fixed: dict[str, Any] = {"tiles_dir": data / "tiles", "scheduler": scheduler, "progress": False}
+    if job["attempts"] > 1:  # a retry (server restart): the store holds this job's own chunks
+        fixed.update(overwrite=False, resume=True)
+    if "wait" in PredictOptions.model_fields:  # a run busy elsewhere (RunLock): wait for it
+        fixed["wait"] = options.get("wait", True)
+    return PredictOptions(**{**options, **fixed})
+
+
+def _catalog_scenes(scenes: list[dict[str, Any]], reference: str) -> list[CatalogScene]:
+    """The job's scenes as catalog scenes, the main image under the model's reference modality."""
+    from geoseg.catalog.spec import CatalogScene
+
+    out = []
+    for s in scenes:
+        mods = list(s["modalities"].items())
+        named = {reference: mods[0][1], **dict(mods[1:])}
+        out.append(CatalogScene(id=s["name"], modalities=named))
+    return out
+
+
+def _run_batch(spec: dict[str, Any], scenes: list[CatalogScene], model: Path, out: Path,
+               opts: PredictOptions, progress: Progress) -> dict[str, Any]:  # fmt: skip
+    """A catalog job, or one of several scenes: ``predict_catalog``; fails if every scene did."""
+    from geoseg.catalog.loader import Catalog
+    from geoseg.catalog.spec import CatalogSpec
+    from geoseg.runs.batch import predict_catalog
+
+    catalog = (Catalog.load(spec["catalog"]) if spec["kind"] == "catalog"
+               else Catalog(CatalogSpec(name=spec.get("label") or "scenes", scenes=scenes)))  # fmt: skip
+    if spec["kind"] == "catalog":
+        progress.state["scenes_total"] = len(catalog.scenes)
+    batch = predict_catalog(catalog, model, out, opts, progress_callback=progress)
+    result = {"scenes": [
+        {"name": r.id, "status": r.status, "error": r.error, "valid_pixels": r.valid_pixels,
+         "classes": r.classes, "outputs": {k: _rel(v, out) for k, v in r.outputs.items()}}
+        for r in batch.scenes], "batch_report": "batch_report.json"}  # fmt: skip
+    if batch.scenes and not any(r.status != "failed" for r in batch.scenes):
+        raise InputError(f"every scene failed; first: {batch.scenes[0].id}: "
+                         f"{batch.scenes[0].error}")  # fmt: skip
     return result
 
 

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -278,56 +278,69 @@ async def _receive_multipart(chunks: AsyncIterator[bytes], content_type: str, pa
     boundary = params.get(b"boundary")
     if not boundary:
         raise InputError("upload: multipart body without a boundary; send multipart/form-data")
-    state: dict[str, Any] = {"headers": {}, "field": None, "filename": None, "size": 0,
-                             "found": False, "header": b"", "value": b""}  # fmt: skip
-    fh = open(part, "wb")  # noqa: SIM115 - closed below, whatever happens
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["header"].lower()] = state["value"]
-        state["header"], state["value"] = b"", b""
-
-    def on_headers_finished() -> None:
-        _, p = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["field"] = p.get(b"name", b"").decode("utf-8", "replace")
-        fname = p.get(b"filename")
-        if state["field"] == "file":
-            if state["found"]:
-                raise InputError("upload: more than one file field; send one GeoTIFF")
-            state["found"] = True
-            state["filename"] = fname.decode("utf-8", "replace") if fname else None
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["field"] != "file":
-            return
-        state["size"] += end - start
-        if state["size"] > limit:
-            raise _too_large(limit)
-        fh.write(data[start:end])
-
-    def on_part_begin() -> None:
-        state["headers"], state["field"] = {}, None
-
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-    })  # fmt: skip
-    try:
+    with open(part, "wb") as fh:
+        field = _FileField(fh, limit)
+        parser = MultipartParser(boundary, field.callbacks())
         async for chunk in chunks:
             parser.write(chunk)
         parser.finalize()
-    finally:
-        fh.close()
-    if not state["found"] or state["size"] == 0:
+    if not field.found or field.size == 0:
         raise InputError("upload: no file field (or an empty one); send the GeoTIFF as the "
                          "multipart field 'file'")  # fmt: skip
-    return state["filename"]
+    return field.filename
+
+
+class _FileField:
+    """Callbacks of a ``MultipartParser`` writing the ``file`` field (one only) to ``fh``; the
+    other fields are skipped."""
+
+    def __init__(self, fh: BinaryIO, limit: int):
+        self.fh, self.limit = fh, limit
+        self.headers: dict[bytes, bytes] = {}
+        self.field: str | None = None
+        self.filename: str | None = None
+        self.size = 0
+        self.found = False
+        self.header, self.value = b"", b""
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished,
+                "on_part_data": self.on_part_data}  # fmt: skip
+
+    def on_part_begin(self) -> None:
+        self.headers, self.field = {}, None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header.lower()] = self.value
+        self.header, self.value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        _, p = parse_options_header(self.headers.get(b"content-disposition", b""))
+        self.field = p.get(b"name", b"").decode("utf-8", "replace")
+        fname = p.get(b"filename")
+        if self.field == "file":
+            if self.found:
+                raise InputError("upload: more than one file field; send one GeoTIFF")
+            self.found = True
+            self.filename = fname.decode("utf-8", "replace") if fname else None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.field != "file":
+            return
+        self.size += end - start
+        if self.size > self.limit:
+            raise _too_large(self.limit)
+        self.fh.write(data[start:end])
 
 
 def accept_upload(path: Path, max_pixels: int) -> dict[str, Any]:
