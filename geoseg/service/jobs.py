@@ -93,29 +93,35 @@ def resolve_job(req: JobRequest, user_id: int, settings: ServiceSettings,
     ids = [req.scene] if req.scene is not None else list(req.scenes or [])
     names: set[str] = set()
     for sid in ids:
-        scene = scene_of(sid)
-        if scene is None:
-            raise LookupError(f"scene {sid!r}: no such scene; register it with POST /api/v1/scenes")
-        extra = list(scene["modalities"])[1:]
-        missing = [m for m in inputs[1:] if m not in extra]
-        if missing:
-            raise InputError(f"scene {sid!r}: model {req.model!r} also needs modality "
-                             f"{missing[0]!r}; register the scene with modalities: "
-                             f"{{{missing[0]}: PATH}}")  # fmt: skip
-        name = safe_name(scene["name"], "scene")[:80]
-        base, n = name, 1
-        while name in names:
-            n += 1
-            name = f"{base}-{n}"
-        names.add(name)
-        spec["scenes"].append({"id": sid, "name": name, "modalities": scene["modalities"],
-                               "bounds": scene["info"].get("bounds"),
-                               "pixels": scene["info"]["width"] * scene["info"]["height"]})  # fmt: skip
+        spec["scenes"].append(_job_scene(sid, scene_of(sid), req.model, inputs, names))
     spec["kind"] = "scene" if req.scene is not None else "scenes"
     spec["lock"] = _lock_key(str(model_path),
                              sorted(s["modalities"][next(iter(s["modalities"]))]["path"]
                                     for s in spec["scenes"]))  # fmt: skip
     return spec
+
+
+def _job_scene(sid: str, scene: dict[str, Any] | None, model: str, inputs: list[str],
+               names: set[str]) -> dict[str, Any]:  # fmt: skip
+    """A registered scene as a job runs it, under a name unique in ``names`` (added to it);
+    refused when it is unknown or lacks a modality the model needs."""
+    if scene is None:
+        raise LookupError(f"scene {sid!r}: no such scene; register it with POST /api/v1/scenes")
+    extra = list(scene["modalities"])[1:]
+    missing = [m for m in inputs[1:] if m not in extra]
+    if missing:
+        raise InputError(f"scene {sid!r}: model {model!r} also needs modality "
+                         f"{missing[0]!r}; register the scene with modalities: "
+                         f"{{{missing[0]}: PATH}}")  # fmt: skip
+    name = safe_name(scene["name"], "scene")[:80]
+    base, n = name, 1
+    while name in names:
+        n += 1
+        name = f"{base}-{n}"
+    names.add(name)
+    return {"id": sid, "name": name, "modalities": scene["modalities"],
+            "bounds": scene["info"].get("bounds"),
+            "pixels": scene["info"]["width"] * scene["info"]["height"]}  # fmt: skip
 
 
 def _lock_key(model: str, sources: list[str]) -> str:

@@ -80,38 +80,25 @@ def collect_pixels(prep: Prepared, cfg: TrainConfig, args: PixelArgs,
     """Features, classes and feature keys of the labelled training pixels (a seeded sample of
     at most ``max_pixels``). A pixel qualifies when its ``local`` window, grown by ``gap``,
     touches no validation area. Feature keys: scene·2^32 + feature number (+1; 0 = none)."""
-    rad, gap = args.radius, cfg.split.gap
     xs, ys, ks = [], [], []
     for i, (ts, sp, scan) in enumerate(zip(prep.scenes, prep.splits, prep.scans, strict=True)):
         if not sp.train:
             continue
-        H, W = ts.shape
         feats = prep.features[i] if prep.features is not None else None
         for core in ts.scene.grid.chunks(CHUNK):
             c = scan.cell
             if not scan.labelled[core.r0 // c: -(-core.r1 // c), core.c0 // c: -(-core.c1 // c)].any():
                 continue
-            read = PixelWindow(max(core.r0 - rad, 0), min(core.r1 + rad, H),
-                               max(core.c0 - rad, 0), min(core.c1 + rad, W))  # fmt: skip
-            arrays, target, valid = ts.read(read)
-            sl = core.relative_to(read).slices
-            t, v = target[sl], valid[sl]
-            rr, cc = np.nonzero((t != IGNORE) & v)
-            if not rr.size:
+            got = _chunk_pixels(ts, sp, core, args.radius, cfg.split.gap, prep.norm, features)
+            if got is None:
                 continue
-            ok = sp.allowed(rr + core.r0 - rad, cc + core.c0 - rad, 2 * rad + 1, 2 * rad + 1, gap)
-            rr, cc = rr[ok], cc[ok]
-            if not rr.size:
-                continue
-            x = normalise(arrays, valid, prep.norm)
-            rows = features.run(None, {n: a[None] for n, a in x.items()})[0]
-            rows = rows.reshape(read.height, read.width, -1)[sl]
-            xs.append(rows[rr, cc])
-            ys.append(t[rr, cc].astype(np.int64))
+            rows, t, rr, cc = got
+            xs.append(rows)
+            ys.append(t)
             fid = feats.read_ids(core)[rr, cc] + 1 if feats is not None else np.zeros(rr.size, int)
             ks.append(np.int64(i) << 32 | fid.astype(np.int64))
     if not xs:
-        raise ConfigError(f"no labelled training pixel lies {gap} px away from validation; use "
+        raise ConfigError(f"no labelled training pixel lies {cfg.split.gap} px away from validation; use "
                           "a smaller split.gap or another split")  # fmt: skip
     X, y, k = np.concatenate(xs), np.concatenate(ys), np.concatenate(ks)
     if len(y) > args.max_pixels:
@@ -119,6 +106,29 @@ def collect_pixels(prep: Prepared, cfg: TrainConfig, args: PixelArgs,
                                                                      replace=False))  # fmt: skip
         X, y, k = X[pick], y[pick], k[pick]
     return X, y, k
+
+
+def _chunk_pixels(ts: Any, sp: Any, core: PixelWindow, rad: int, gap: int, norm: Any,
+                  features: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:  # fmt: skip
+    """Feature rows, classes and (row, column) in ``core`` of its labelled pixels whose
+    ``local`` window, grown by ``gap``, touches no validation area; None when there are none."""
+    H, W = ts.shape
+    read = PixelWindow(max(core.r0 - rad, 0), min(core.r1 + rad, H),
+                       max(core.c0 - rad, 0), min(core.c1 + rad, W))  # fmt: skip
+    arrays, target, valid = ts.read(read)
+    sl = core.relative_to(read).slices
+    t, v = target[sl], valid[sl]
+    rr, cc = np.nonzero((t != IGNORE) & v)
+    if not rr.size:
+        return None
+    ok = sp.allowed(rr + core.r0 - rad, cc + core.c0 - rad, 2 * rad + 1, 2 * rad + 1, gap)
+    rr, cc = rr[ok], cc[ok]
+    if not rr.size:
+        return None
+    x = normalise(arrays, valid, norm)
+    rows = features.run(None, {n: a[None] for n, a in x.items()})[0]
+    rows = rows.reshape(read.height, read.width, -1)[sl]
+    return rows[rr, cc], t[rr, cc].astype(np.int64), rr, cc
 
 
 def sample_weights(y: np.ndarray, keys: np.ndarray, balance: str) -> np.ndarray | None:
@@ -151,25 +161,37 @@ def _snap(thresholds: np.ndarray) -> np.ndarray:
 def fit(args: PixelArgs, X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
         threads: int) -> tuple[Any, Any, list[int]]:  # fmt: skip
     """Fit the estimator; returns it, its ONNX conversion and the classes it knows."""
-    if args.estimator == "random_forest":
-        from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType
-        from sklearn.ensemble import RandomForestClassifier
+    fitted = _fit_forest if args.estimator == "random_forest" else _fit_lightgbm
+    est, onx = fitted(args, X, y, w, threads)
+    return est, onx, [int(c) for c in est.classes_]
 
-        est = RandomForestClassifier(
-            n_estimators=args.trees, max_depth=args.max_depth,
-            min_samples_leaf=args.min_samples_leaf,
-            max_features=None if args.max_features == "all" else args.max_features,
-            n_jobs=threads, random_state=args.seed)  # fmt: skip
-        est.fit(X, y, sample_weight=w)
-        for tree in est.estimators_:
-            leaf = tree.tree_.children_left < 0
-            th = tree.tree_.threshold
-            th[~leaf] = _snap(th[~leaf])
-        onx = convert_sklearn(est, initial_types=[("x", FloatTensorType([None, X.shape[1]]))],
-                              options={id(est): {"zipmap": False}},
-                              target_opset={"": 15, "ai.onnx.ml": 1})  # fmt: skip
-        return est, onx, [int(c) for c in est.classes_]
+
+def _fit_forest(args: PixelArgs, X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                threads: int) -> tuple[Any, Any]:  # fmt: skip
+    """A random forest, its split thresholds snapped to float32, and its ONNX conversion."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
+
+    est = RandomForestClassifier(
+        n_estimators=args.trees, max_depth=args.max_depth,
+        min_samples_leaf=args.min_samples_leaf,
+        max_features=None if args.max_features == "all" else args.max_features,
+        n_jobs=threads, random_state=args.seed)  # fmt: skip
+    est.fit(X, y, sample_weight=w)
+    for tree in est.estimators_:
+        leaf = tree.tree_.children_left < 0
+        th = tree.tree_.threshold
+        th[~leaf] = _snap(th[~leaf])
+    onx = convert_sklearn(est, initial_types=[("x", FloatTensorType([None, X.shape[1]]))],
+                          options={id(est): {"zipmap": False}},
+                          target_opset={"": 15, "ai.onnx.ml": 1})  # fmt: skip
+    return est, onx
+
+
+def _fit_lightgbm(args: PixelArgs, X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                  threads: int) -> tuple[Any, Any]:  # fmt: skip
+    """LightGBM, its split thresholds snapped to float32, and its ONNX conversion."""
     import lightgbm as lgb
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType as MLFloat
@@ -190,7 +212,7 @@ def fit(args: PixelArgs, X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
     est._Booster = lgb.Booster(model_str=text)
     onx = convert_lightgbm(est, initial_types=[("x", MLFloat([None, X.shape[1]]))],
                            zipmap=False, target_opset=15)  # fmt: skip
-    return est, onx, [int(c) for c in est.classes_]
+    return est, onx
 
 
 def check_onnx(est: Any, model: Any, X: np.ndarray, present: Sequence[int]) -> dict[str, Any]:
