@@ -78,7 +78,7 @@ class PolygonsAhead:
                 self._error = err
         self.ended = time.perf_counter()
         own.add("vectorise", -self._waited)
-        if self._waited:  # started after the chunks, it never waits
+        if self._waited:
             own.add("polygons_wait", self._waited)
         for stage, value in own.seconds.items():
             self.timer.add(stage, value)
@@ -88,10 +88,10 @@ class PolygonsAhead:
         c = self.run.plan.chunk
         need = [(i, j) for i in range(window.r0 // c, (window.r1 - 1) // c + 1)
                 for j in range(window.c0 // c, (window.c1 - 1) // c + 1)]  # fmt: skip
-        if all(self.store.is_done(index) for index in need):
-            return
-        t0 = time.perf_counter()
+        t0 = None  # set on the first wait: started after the chunks, it never waits
         while not all(self.store.is_done(index) for index in need):
+            t0 = t0 or time.perf_counter()
             if self._stop.wait(self.poll):
                 raise _Stopped(f"chunks {need} were not stored")
-        self._waited += time.perf_counter() - t0
+        if t0 is not None:
+            self._waited += time.perf_counter() - t0

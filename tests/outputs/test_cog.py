@@ -126,7 +126,9 @@ def test_scratch_codec_falls_back_where_gdal_lacks_zstd(
     tmp_path: Path, rgb: tuple[np.ndarray, GridBox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, grid = rgb
+    cog_module.scratch_codec.cache_clear()  # probed once per process: probe again here
     assert cog_module.scratch_codec() == {"compress": "zstd", "zstd_level": 1}  # this GDAL has it
+    cog_module.scratch_codec.cache_clear()
     real_open, asked = rasterio.open, []
 
     def no_zstd(path, mode="r", **kw):  # what a GDAL built without libzstd answers
@@ -140,6 +142,7 @@ def test_scratch_codec_falls_back_where_gdal_lacks_zstd(
     out = write_cog(tmp_path / "rgb.tif", grid, reader(data), count=3, dtype="uint8", nodata=0,
                     overview_resampling="average")  # fmt: skip
     monkeypatch.undo()
+    cog_module.scratch_codec.cache_clear()  # the next writes probe the real GDAL again
     assert "deflate" in asked  # the scratch file took the fallback
     assert cog_info(out)["is_valid"]
     with rasterio.open(out) as ds:
